@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian 12 packages Permit needs, and nothing else.
+#   deploy/install-deps.sh build   what building permitd and permitctl needs
+#   deploy/install-deps.sh test    the build's packages plus the test suite's
+# Idempotent: when every package is present it asks dpkg and returns
+# without touching apt.
+set -euo pipefail
+
+build=(cmake make gcc pkg-config libssl-dev libprotobuf-c-dev
+       protobuf-c-compiler librocksdb-dev libjansson-dev)
+test=(openssl)
+
+case "${1:-test}" in
+  build) want=("${build[@]}") ;;
+  test) want=("${build[@]}" "${test[@]}") ;;
+  *) echo "usage: $0 [build|test]" >&2; exit 2 ;;
+esac
+
+missing=()
+for p in "${want[@]}"; do
+  if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null |
+      grep -q "install ok installed"; then
+    missing+=("$p")
+  fi
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+echo "installing: ${missing[*]}" >&2
+sudo=()
+[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+export DEBIAN_FRONTEND=noninteractive
+"${sudo[@]}" apt-get update -q
+"${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"

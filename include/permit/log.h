@@ -1,0 +1,125 @@
+/*
+ * permit/log.h - the append-only log from one issuer to one audience
+ * (protocol.md section 5), kept in the store with its Merkle tree.
+ *
+ * Entry i is the bytes of the i-th SignedRecord.  An append writes the
+ * entry, the tree nodes it completes and the new head in one synced batch,
+ * so after a crash the log is exactly the acknowledged entries.  Appends
+ * from many threads are grouped: one thread commits every entry waiting at
+ * that moment in a single batch and fsync.  The current root comes from
+ * the in-memory frontier in O(log n) hashes; proofs read O(log n) nodes.
+ */
+#ifndef PERMIT_LOG_H
+#define PERMIT_LOG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "permit/crypto.h"
+#include "permit/error.h"
+#include "permit/merkle.h"
+#include "permit/record.h"
+#include "permit/store.h"
+
+#define PERMIT_CHECKPOINT_CONTEXT "permit/v1/checkpoint\n"
+#define PERMIT_CHECKPOINT_MAX_LEN 4096
+#define PERMIT_LOG_MAX_BATCH 4096
+#define PERMIT_ORIGIN_MAX (16 + 2 * PERMIT_NAME_MAX + 1)
+
+typedef struct permit_log permit_log;
+
+/*
+ * Opens the log from |issuer| to |audience| in |s| (an empty log when
+ * there is none yet).  PERMIT_EINVAL for bad names, PERMIT_ECORRUPT when
+ * the stored head and tree disagree.  The caller owns |*out|
+ * (permit_log_close) and keeps |s| open longer.
+ */
+int permit_log_open(permit_store *s, const char *issuer, const char *audience,
+                    permit_log **out, permit_err *err);
+
+/* Frees |log|; no append may be in progress.  NULL is a no-op. */
+void permit_log_close(permit_log *log);
+
+/* "permit/v1/log/<issuer>/<audience>". */
+const char *permit_log_origin(const permit_log *log);
+
+/* The number of durable entries. */
+uint64_t permit_log_size(permit_log *log);
+
+/*
+ * Writes more state in the same atomic batch as the entry with sequence
+ * number |seq| (an index, a cursor).  Called on the committing thread;
+ * must not call back into the log.  A non-zero return fails this append
+ * alone (its entries are not written) and is passed to its caller.
+ */
+typedef int (*permit_log_extra_fn)(void *arg, uint64_t seq, permit_batch *b);
+
+/*
+ * Appends |entry| (1 to PERMIT_RECORD_MAX_LEN bytes) and returns once it
+ * is durable, its sequence number in |*seq|.  |extra| may be NULL.
+ * Thread safe.
+ */
+int permit_log_append(permit_log *log, const uint8_t *entry, size_t len,
+                      permit_log_extra_fn extra, void *arg, uint64_t *seq,
+                      permit_err *err);
+
+/*
+ * Appends |n| entries (at most PERMIT_LOG_MAX_BATCH) atomically: all are
+ * durable or none.  |*first_seq| receives the first one's number and
+ * |extra| is called once, with that number.
+ */
+int permit_log_append_many(permit_log *log, const permit_iov *entries,
+                           size_t n, permit_log_extra_fn extra, void *arg,
+                           uint64_t *first_seq, permit_err *err);
+
+/* Reads entry |seq| (malloc'd copy, caller frees).  PERMIT_ENOTFOUND past
+ * the end. */
+int permit_log_get(permit_log *log, uint64_t seq, uint8_t **entry,
+                   size_t *len, permit_err *err);
+
+/* Called per entry by permit_log_scan(); non-zero stops the scan. */
+typedef int (*permit_log_visit_fn)(void *arg, uint64_t seq,
+                                   const uint8_t *entry, size_t len);
+
+/* Visits entries [from, to) in order (|to| capped at the durable size). */
+int permit_log_scan(permit_log *log, uint64_t from, uint64_t to,
+                    permit_log_visit_fn visit, void *arg, permit_err *err);
+
+/* The durable size and its root, read together. */
+void permit_log_head(permit_log *log, uint64_t *size, permit_hash root);
+
+/* The root of the first |size| entries (O(log n) node reads). */
+int permit_log_root_at(permit_log *log, uint64_t size, permit_hash root,
+                       permit_err *err);
+
+/* Proofs over the durable log; |proof| holds PERMIT_MERKLE_MAX_PROOF. */
+int permit_log_inclusion_proof(permit_log *log, uint64_t index, uint64_t size,
+                               permit_hash *proof, size_t *proof_len,
+                               permit_err *err);
+int permit_log_consistency_proof(permit_log *log, uint64_t size1,
+                                 uint64_t size2, permit_hash *proof,
+                                 size_t *proof_len, permit_err *err);
+
+/*
+ * Signs a checkpoint of the current head at |timestamp_ms| with |key| and
+ * keeps it as the log's latest.  |*out| is the SignedCheckpoint
+ * (malloc'd, caller frees).
+ */
+int permit_log_checkpoint(permit_log *log, const permit_sign_key *key,
+                          int64_t timestamp_ms, uint8_t **out, size_t *outlen,
+                          permit_err *err);
+
+/* The latest checkpoint kept by permit_log_checkpoint(). */
+int permit_log_latest_checkpoint(permit_log *log, uint8_t **out,
+                                 size_t *outlen, permit_err *err);
+
+/*
+ * Verifies a SignedCheckpoint against |keys| and decodes it; checks the
+ * origin's form and a 32-byte root.  |*out| is owned by the caller
+ * (permit__v1__checkpoint__free_unpacked).
+ */
+int permit_checkpoint_verify(const uint8_t *in, size_t len,
+                             const permit_trusted_key *keys, size_t nkeys,
+                             Permit__V1__Checkpoint **out, permit_err *err);
+
+#endif

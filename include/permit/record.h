@@ -1,0 +1,102 @@
+/*
+ * permit/record.h - signed record envelopes (protocol.md section 4).
+ *
+ * A record is built as a permit.v1.Record, validated, serialized and signed
+ * into a SignedRecord.  A received envelope is checked in this order:
+ * bounded size, envelope decode, key id known, Ed25519 over the exact body
+ * bytes received, then body decode and field validation.  Nothing is
+ * re-serialized before the signature is checked.
+ */
+#ifndef PERMIT_RECORD_H
+#define PERMIT_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "permit/crypto.h"
+#include "permit/error.h"
+#include "permit/v1/permit.pb-c.h"
+
+/* Largest SignedRecord accepted, in bytes (contacts are small). */
+#define PERMIT_RECORD_MAX_LEN (64 * 1024)
+#define PERMIT_RECORD_ID_LEN 16
+#define PERMIT_SUBJECT_LEN 32
+#define PERMIT_NAME_MAX 253
+#define PERMIT_LIST_ID_MAX 64
+/* Largest sealed Contact ciphertext (tag included). */
+#define PERMIT_SEALED_MAX 4096
+
+#define PERMIT_RECORD_CONTEXT "permit/v1/record\n"
+
+/* A public key a verifier trusts for one signer. */
+typedef struct permit_trusted_key {
+  uint8_t pub[PERMIT_ED25519_PUB_LEN];
+  char key_id[PERMIT_KEY_ID_LEN];
+} permit_trusted_key;
+
+/* Fills |tk| from a public key (computes its key id). */
+void permit_trusted_key_set(permit_trusted_key *tk,
+                            const uint8_t pub[PERMIT_ED25519_PUB_LEN]);
+
+/*
+ * Checks a node name: 1..253 characters of lower-case letters, digits,
+ * '-' and '.', labels of 1..63 that neither start nor end with '-'.
+ */
+int permit_name_validate(const char *name, permit_err *err);
+
+/* Checks a list id: 1..64 characters of [a-z0-9._-]. */
+int permit_list_id_validate(const char *list_id, permit_err *err);
+
+/*
+ * Checks every field of |rec| against protocol.md: lengths, names, a set
+ * kind and its own fields.  The message says which field is wrong.
+ */
+int permit_record_validate(const Permit__V1__Record *rec, permit_err *err);
+
+/*
+ * Validates |rec|, serializes it and signs it with |key| into a
+ * SignedRecord.  On success |*out| is a malloc'd buffer of |*outlen| bytes
+ * that the caller frees.
+ */
+int permit_record_sign(const Permit__V1__Record *rec,
+                       const permit_sign_key *key, uint8_t **out,
+                       size_t *outlen, permit_err *err);
+
+/*
+ * Signs |context| || |body| with |key| and packs body, signature and key id
+ * as fields 1, 2 and 3, the layout SignedRecord, SignedCheckpoint and
+ * NodeCard share.  |*out| is malloc'd (caller frees).
+ */
+int permit_envelope_sign(const char *context, const uint8_t *body,
+                         size_t bodylen, const permit_sign_key *key,
+                         uint8_t **out, size_t *outlen, permit_err *err);
+
+/*
+ * Checks a signed envelope made under |context| (a SignedRecord,
+ * SignedCheckpoint or NodeCard: body 1, signature 2, key_id 3) against the
+ * |nkeys| trusted keys.  On success |*body| and |*bodylen| point into
+ * |*env|, the decoded envelope the caller frees with
+ * protobuf_c_message_free_unpacked().  PERMIT_ETOOBIG over |max|,
+ * PERMIT_EINVAL when undecodable, PERMIT_ENOTFOUND for an unknown key id,
+ * PERMIT_EVERIFY for a bad signature.
+ */
+int permit_envelope_open(const ProtobufCMessageDescriptor *desc,
+                         const char *context, const uint8_t *in, size_t len,
+                         size_t max, const permit_trusted_key *keys,
+                         size_t nkeys, ProtobufCMessage **env,
+                         const uint8_t **body, size_t *bodylen,
+                         permit_err *err);
+
+/*
+ * Verifies a SignedRecord from |in| against |keys| and decodes and
+ * validates its body.  On success |*out| is the record, owned by the
+ * caller (permit_record_free).  Codes as permit_envelope_open(), plus
+ * PERMIT_EINVAL for an invalid body.
+ */
+int permit_record_verify(const uint8_t *in, size_t len,
+                         const permit_trusted_key *keys, size_t nkeys,
+                         Permit__V1__Record **out, permit_err *err);
+
+void permit_record_free(Permit__V1__Record *rec);
+
+#endif

@@ -1,0 +1,807 @@
+/*
+ * crypto.c - HKDF, AEAD, Ed25519 and X25519 keys, key files and the
+ * pairwise pseudonym, on the algorithms hash.c fetched once.
+ *
+ * OpenSSL leaves a reason on its per-thread error queue whenever it
+ * refuses something; the paths that fail on peer input (a bad signature,
+ * a low-order point, a tag mismatch, a broken key file) clear it so that a
+ * later, unrelated caller does not find stale errors there.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <openssl/bio.h>
+#include <openssl/core_names.h>
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "crypto_internal.h"
+#include "permit/crypto.h"
+#include "permit/util.h"
+
+/* Far above a PEM Ed25519 or X25519 key (~120 bytes); anything larger is
+ * not one of ours. */
+#define KEY_FILE_MAX (16 * 1024)
+
+/* EVP update calls take an int length; feed larger buffers in pieces. */
+#define EVP_CHUNK (1 << 30)
+
+/* OpenSSL refuses NULL data pointers even for empty strings. */
+static const uint8_t empty_buf[1];
+
+struct permit_sign_key {
+  EVP_PKEY *pkey;
+  uint8_t pub[PERMIT_ED25519_PUB_LEN];
+  char id[PERMIT_KEY_ID_LEN];
+};
+
+struct permit_kx_key {
+  EVP_PKEY *pkey;
+  uint8_t pub[PERMIT_X25519_LEN];
+};
+
+/* ---- HKDF ---- */
+
+static int hkdf_run(int mode, const uint8_t *salt, size_t saltlen,
+                    const uint8_t *key, size_t keylen, const uint8_t *info,
+                    size_t infolen, uint8_t *out, size_t outlen) {
+  const permit_algs *a = permit_algs_get();
+  if (a == NULL) return PERMIT_ECRYPTO;
+  OSSL_PARAM params[6], *p = params;
+  *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0);
+  *p++ = OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode);
+  *p++ = OSSL_PARAM_construct_octet_string(
+      OSSL_KDF_PARAM_KEY, (void *)(keylen ? key : empty_buf), keylen);
+  /* An absent salt is HashLen zero bytes (RFC 5869 2.2); OpenSSL does
+   * that itself when the parameter is left out. */
+  if (saltlen > 0)
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT,
+                                             (void *)salt, saltlen);
+  if (infolen > 0)
+    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO,
+                                             (void *)info, infolen);
+  *p = OSSL_PARAM_construct_end();
+  EVP_KDF_CTX *kctx = EVP_KDF_CTX_new(a->hkdf);
+  int ok = kctx != NULL && EVP_KDF_derive(kctx, out, outlen, params) == 1;
+  EVP_KDF_CTX_free(kctx);
+  if (!ok) {
+    ERR_clear_error();
+    permit_wipe(out, outlen);
+    return PERMIT_ECRYPTO;
+  }
+  return 0;
+}
+
+int permit_hkdf_extract(const uint8_t *salt, size_t saltlen,
+                        const uint8_t *ikm, size_t ikmlen,
+                        uint8_t prk[PERMIT_SHA256_LEN]) {
+  if ((salt == NULL && saltlen > 0) || (ikm == NULL && ikmlen > 0) ||
+      prk == NULL)
+    return PERMIT_EINVAL;
+  return hkdf_run(EVP_KDF_HKDF_MODE_EXTRACT_ONLY, salt, saltlen, ikm, ikmlen,
+                  NULL, 0, prk, PERMIT_SHA256_LEN);
+}
+
+int permit_hkdf_expand(const uint8_t *prk, size_t prklen, const uint8_t *info,
+                       size_t infolen, uint8_t *out, size_t outlen) {
+  if (prk == NULL || prklen < PERMIT_SHA256_LEN || out == NULL ||
+      outlen == 0 || outlen > PERMIT_HKDF_MAX_OUT ||
+      (info == NULL && infolen > 0))
+    return PERMIT_EINVAL;
+  return hkdf_run(EVP_KDF_HKDF_MODE_EXPAND_ONLY, NULL, 0, prk, prklen, info,
+                  infolen, out, outlen);
+}
+
+int permit_hkdf(const uint8_t *salt, size_t saltlen, const uint8_t *ikm,
+                size_t ikmlen, const uint8_t *info, size_t infolen,
+                uint8_t *out, size_t outlen) {
+  /* Check the output limits before doing any work. */
+  if (out == NULL || outlen == 0 || outlen > PERMIT_HKDF_MAX_OUT)
+    return PERMIT_EINVAL;
+  uint8_t prk[PERMIT_SHA256_LEN];
+  int rc = permit_hkdf_extract(salt, saltlen, ikm, ikmlen, prk);
+  if (rc == 0)
+    rc = permit_hkdf_expand(prk, sizeof prk, info, infolen, out, outlen);
+  permit_wipe(prk, sizeof prk);
+  return rc;
+}
+
+/* ---- AEAD ---- */
+
+size_t permit_aead_key_len(permit_aead_id aead) {
+  switch (aead) {
+  case PERMIT_AEAD_AES_128_GCM: return 16;
+  case PERMIT_AEAD_CHACHA20_POLY1305: return 32;
+  }
+  return 0;
+}
+
+/*
+ * The checks seal and open share.  Returns 0 with the cipher in |*cipher|,
+ * PERMIT_EINVAL for an unknown AEAD or a bad length, PERMIT_ECRYPTO when
+ * the algorithms are missing.
+ */
+static int aead_prepare(permit_aead_id aead, const uint8_t *key,
+                        size_t keylen, const uint8_t *nonce, size_t noncelen,
+                        const uint8_t *aad, size_t aadlen,
+                        const EVP_CIPHER **cipher) {
+  size_t want = permit_aead_key_len(aead);
+  if (want == 0 || key == NULL || keylen != want || nonce == NULL ||
+      noncelen != PERMIT_AEAD_NONCE_LEN || (aad == NULL && aadlen > 0))
+    return PERMIT_EINVAL;
+  const permit_algs *a = permit_algs_get();
+  if (a == NULL) return PERMIT_ECRYPTO;
+  *cipher = aead == PERMIT_AEAD_AES_128_GCM ? a->aes_128_gcm
+                                            : a->chacha20_poly1305;
+  return 0;
+}
+
+/* Feeds |len| bytes to the cipher; |out| NULL means the bytes are AAD. */
+static int cipher_update(EVP_CIPHER_CTX *c, uint8_t *out, const uint8_t *in,
+                         size_t len) {
+  while (len > 0) {
+    int n = len > EVP_CHUNK ? EVP_CHUNK : (int)len;
+    int outl = 0;
+    if (EVP_CipherUpdate(c, out, &outl, in, n) != 1) return 0;
+    if (out != NULL) {
+      if (outl != n) return 0;
+      out += n;
+    }
+    in += n;
+    len -= (size_t)n;
+  }
+  return 1;
+}
+
+int permit_aead_seal(permit_aead_id aead, const uint8_t *key, size_t keylen,
+                     const uint8_t *nonce, size_t noncelen, const uint8_t *aad,
+                     size_t aadlen, const uint8_t *pt, size_t ptlen,
+                     uint8_t *ct) {
+  const EVP_CIPHER *cipher = NULL;
+  int rc = aead_prepare(aead, key, keylen, nonce, noncelen, aad, aadlen,
+                        &cipher);
+  if (rc != 0) return rc;
+  if (ct == NULL || (pt == NULL && ptlen > 0) ||
+      ptlen > SIZE_MAX - PERMIT_AEAD_TAG_LEN)
+    return PERMIT_EINVAL;
+  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  int outl = 0;
+  int ok = c != NULL &&
+           EVP_EncryptInit_ex2(c, cipher, key, nonce, NULL) == 1 &&
+           cipher_update(c, NULL, aad, aadlen) &&
+           cipher_update(c, ct, pt, ptlen) &&
+           EVP_EncryptFinal_ex(c, ct + ptlen, &outl) == 1 && outl == 0 &&
+           EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, PERMIT_AEAD_TAG_LEN,
+                               ct + ptlen) == 1;
+  EVP_CIPHER_CTX_free(c);
+  if (!ok) {
+    ERR_clear_error();
+    permit_wipe(ct, ptlen + PERMIT_AEAD_TAG_LEN);
+    return PERMIT_ECRYPTO;
+  }
+  return 0;
+}
+
+int permit_aead_open(permit_aead_id aead, const uint8_t *key, size_t keylen,
+                     const uint8_t *nonce, size_t noncelen, const uint8_t *aad,
+                     size_t aadlen, const uint8_t *ct, size_t ctlen,
+                     uint8_t *pt) {
+  const EVP_CIPHER *cipher = NULL;
+  int rc = aead_prepare(aead, key, keylen, nonce, noncelen, aad, aadlen,
+                        &cipher);
+  if (rc != 0) return rc;
+  if (ct == NULL || ctlen < PERMIT_AEAD_TAG_LEN) return PERMIT_EINVAL;
+  size_t ptlen = ctlen - PERMIT_AEAD_TAG_LEN;
+  if (pt == NULL && ptlen > 0) return PERMIT_EINVAL;
+  /* Copied first: with |pt| == |ct| the decryption must not be able to
+   * reach the tag, and OpenSSL's ctrl wants a writable buffer. */
+  uint8_t tag[PERMIT_AEAD_TAG_LEN];
+  memcpy(tag, ct + ptlen, sizeof tag);
+  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  int ok = c != NULL &&
+           EVP_DecryptInit_ex2(c, cipher, key, nonce, NULL) == 1 &&
+           EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, sizeof tag, tag) ==
+               1 &&
+           cipher_update(c, NULL, aad, aadlen) &&
+           cipher_update(c, pt, ct, ptlen);
+  rc = ok ? 0 : PERMIT_ECRYPTO;
+  int outl = 0;
+  uint8_t scratch[1];
+  /* The tag is compared here; a mismatch is the peer's doing.  Nothing is
+   * written to |scratch| by these stream-mode AEADs. */
+  if (rc == 0 && (EVP_DecryptFinal_ex(c, scratch, &outl) != 1 || outl != 0))
+    rc = PERMIT_EVERIFY;
+  EVP_CIPHER_CTX_free(c);
+  if (rc != 0) {
+    ERR_clear_error();
+    if (ptlen > 0) permit_wipe(pt, ptlen);
+  }
+  return rc;
+}
+
+/* ---- Key ids ---- */
+
+void permit_key_id(const uint8_t *pub, size_t publen,
+                   char out[PERMIT_KEY_ID_LEN]) {
+  uint8_t h[PERMIT_SHA256_LEN];
+  permit_iov part = {pub != NULL ? pub : empty_buf, pub != NULL ? publen : 0};
+  if (permit_sha256(&part, 1, h) != 0) {
+    out[0] = '\0';
+    return;
+  }
+  permit_hex_encode(h, (PERMIT_KEY_ID_LEN - 1) / 2, out);
+}
+
+/* ---- Ed25519 ---- */
+
+/* Takes ownership of |pkey| whatever happens. */
+static int sign_key_wrap(EVP_PKEY *pkey, permit_sign_key **out) {
+  permit_sign_key *k = calloc(1, sizeof *k);
+  if (k == NULL) {
+    EVP_PKEY_free(pkey);
+    return PERMIT_ENOMEM;
+  }
+  size_t n = sizeof k->pub;
+  if (!EVP_PKEY_is_a(pkey, "ED25519") ||
+      EVP_PKEY_get_raw_public_key(pkey, k->pub, &n) != 1 ||
+      n != sizeof k->pub) {
+    ERR_clear_error();
+    EVP_PKEY_free(pkey);
+    free(k);
+    return PERMIT_ECRYPTO;
+  }
+  k->pkey = pkey;
+  permit_key_id(k->pub, sizeof k->pub, k->id);
+  *out = k;
+  return 0;
+}
+
+int permit_sign_key_generate(permit_sign_key **out) {
+  if (out == NULL) return PERMIT_EINVAL;
+  *out = NULL;
+  if (permit_crypto_init() != 0) return PERMIT_ECRYPTO;
+  EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "ED25519");
+  if (pkey == NULL) {
+    ERR_clear_error();
+    return PERMIT_ECRYPTO;
+  }
+  return sign_key_wrap(pkey, out);
+}
+
+int permit_sign_key_from_seed(const uint8_t seed[PERMIT_ED25519_SEED_LEN],
+                              permit_sign_key **out) {
+  if (out == NULL) return PERMIT_EINVAL;
+  *out = NULL;
+  if (seed == NULL) return PERMIT_EINVAL;
+  if (permit_crypto_init() != 0) return PERMIT_ECRYPTO;
+  EVP_PKEY *pkey = EVP_PKEY_new_raw_private_key_ex(
+      NULL, "ED25519", NULL, seed, PERMIT_ED25519_SEED_LEN);
+  if (pkey == NULL) {
+    ERR_clear_error();
+    return PERMIT_ECRYPTO;
+  }
+  return sign_key_wrap(pkey, out);
+}
+
+void permit_sign_key_free(permit_sign_key *key) {
+  if (key == NULL) return;
+  EVP_PKEY_free(key->pkey);
+  free(key);
+}
+
+const uint8_t *permit_sign_key_public(const permit_sign_key *key) {
+  return key->pub;
+}
+
+const char *permit_sign_key_id(const permit_sign_key *key) { return key->id; }
+
+/*
+ * Ed25519 is one-shot (the message is hashed twice), so a context prefix
+ * cannot be streamed in: builds context || msg in |*buf| (caller frees)
+ * or, without a context, points |*data| at |msg|.
+ */
+static int signed_bytes(const char *context, const uint8_t *msg, size_t len,
+                        uint8_t **buf, const uint8_t **data, size_t *datalen) {
+  *buf = NULL;
+  if (msg == NULL && len > 0) return PERMIT_EINVAL;
+  if (context == NULL) {
+    *data = len > 0 ? msg : empty_buf;
+    *datalen = len;
+    return 0;
+  }
+  size_t clen = strlen(context);
+  if (len > SIZE_MAX - clen) return PERMIT_EINVAL;
+  size_t total = clen + len;
+  *buf = malloc(total > 0 ? total : 1);
+  if (*buf == NULL) return PERMIT_ENOMEM;
+  memcpy(*buf, context, clen);
+  if (len > 0) memcpy(*buf + clen, msg, len);
+  *data = *buf;
+  *datalen = total;
+  return 0;
+}
+
+int permit_sign(const permit_sign_key *key, const char *context,
+                const uint8_t *msg, size_t len,
+                uint8_t sig[PERMIT_ED25519_SIG_LEN]) {
+  if (key == NULL || sig == NULL) return PERMIT_EINVAL;
+  uint8_t *buf;
+  const uint8_t *data;
+  size_t datalen;
+  int rc = signed_bytes(context, msg, len, &buf, &data, &datalen);
+  if (rc != 0) return rc;
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  size_t siglen = PERMIT_ED25519_SIG_LEN;
+  int ok = md != NULL &&
+           EVP_DigestSignInit_ex(md, NULL, NULL, NULL, NULL, key->pkey,
+                                 NULL) == 1 &&
+           EVP_DigestSign(md, sig, &siglen, data, datalen) == 1 &&
+           siglen == PERMIT_ED25519_SIG_LEN;
+  EVP_MD_CTX_free(md);
+  free(buf);
+  if (!ok) {
+    ERR_clear_error();
+    permit_wipe(sig, PERMIT_ED25519_SIG_LEN);
+    return PERMIT_ECRYPTO;
+  }
+  return 0;
+}
+
+int permit_verify(const uint8_t pub[PERMIT_ED25519_PUB_LEN],
+                  const char *context, const uint8_t *msg, size_t len,
+                  const uint8_t *sig, size_t siglen) {
+  if (pub == NULL || sig == NULL || siglen != PERMIT_ED25519_SIG_LEN ||
+      (msg == NULL && len > 0))
+    return PERMIT_EVERIFY;
+  if (permit_crypto_init() != 0) return PERMIT_ECRYPTO;
+  uint8_t *buf;
+  const uint8_t *data;
+  size_t datalen;
+  int rc = signed_bytes(context, msg, len, &buf, &data, &datalen);
+  if (rc != 0) return rc == PERMIT_EINVAL ? PERMIT_EVERIFY : rc;
+  /* The point is decoded, and refused if malformed, inside the verify. */
+  EVP_PKEY *pkey = EVP_PKEY_new_raw_public_key_ex(NULL, "ED25519", NULL, pub,
+                                                  PERMIT_ED25519_PUB_LEN);
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  if (pkey == NULL || md == NULL) {
+    rc = pkey == NULL ? PERMIT_EVERIFY : PERMIT_ENOMEM;
+  } else if (EVP_DigestVerifyInit_ex(md, NULL, NULL, NULL, NULL, pkey,
+                                     NULL) != 1) {
+    rc = PERMIT_EVERIFY;
+  } else {
+    rc = EVP_DigestVerify(md, sig, siglen, data, datalen) == 1
+             ? 0
+             : PERMIT_EVERIFY;
+  }
+  EVP_MD_CTX_free(md);
+  EVP_PKEY_free(pkey);
+  free(buf);
+  if (rc != 0) ERR_clear_error();
+  return rc;
+}
+
+/* ---- X25519 ---- */
+
+/* Takes ownership of |pkey| whatever happens. */
+static int kx_key_wrap(EVP_PKEY *pkey, permit_kx_key **out) {
+  permit_kx_key *k = calloc(1, sizeof *k);
+  if (k == NULL) {
+    EVP_PKEY_free(pkey);
+    return PERMIT_ENOMEM;
+  }
+  size_t n = sizeof k->pub;
+  if (!EVP_PKEY_is_a(pkey, "X25519") ||
+      EVP_PKEY_get_raw_public_key(pkey, k->pub, &n) != 1 ||
+      n != sizeof k->pub) {
+    ERR_clear_error();
+    EVP_PKEY_free(pkey);
+    free(k);
+    return PERMIT_ECRYPTO;
+  }
+  k->pkey = pkey;
+  *out = k;
+  return 0;
+}
+
+int permit_kx_key_generate(permit_kx_key **out) {
+  if (out == NULL) return PERMIT_EINVAL;
+  *out = NULL;
+  if (permit_crypto_init() != 0) return PERMIT_ECRYPTO;
+  EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
+  if (pkey == NULL) {
+    ERR_clear_error();
+    return PERMIT_ECRYPTO;
+  }
+  return kx_key_wrap(pkey, out);
+}
+
+int permit_kx_key_from_private(const uint8_t sk[PERMIT_X25519_LEN],
+                               permit_kx_key **out) {
+  if (out == NULL) return PERMIT_EINVAL;
+  *out = NULL;
+  if (sk == NULL) return PERMIT_EINVAL;
+  if (permit_crypto_init() != 0) return PERMIT_ECRYPTO;
+  EVP_PKEY *pkey = EVP_PKEY_new_raw_private_key_ex(NULL, "X25519", NULL, sk,
+                                                   PERMIT_X25519_LEN);
+  if (pkey == NULL) {
+    ERR_clear_error();
+    return PERMIT_ECRYPTO;
+  }
+  return kx_key_wrap(pkey, out);
+}
+
+void permit_kx_key_free(permit_kx_key *key) {
+  if (key == NULL) return;
+  EVP_PKEY_free(key->pkey);
+  free(key);
+}
+
+const uint8_t *permit_kx_key_public(const permit_kx_key *key) {
+  return key->pub;
+}
+
+int permit_kx_key_private(const permit_kx_key *key,
+                          uint8_t sk[PERMIT_X25519_LEN]) {
+  if (key == NULL || sk == NULL) return PERMIT_EINVAL;
+  size_t n = PERMIT_X25519_LEN;
+  if (EVP_PKEY_get_raw_private_key(key->pkey, sk, &n) != 1 ||
+      n != PERMIT_X25519_LEN) {
+    ERR_clear_error();
+    permit_wipe(sk, PERMIT_X25519_LEN);
+    return PERMIT_ECRYPTO;
+  }
+  return 0;
+}
+
+int permit_kx_derive(const permit_kx_key *key,
+                     const uint8_t peer_pub[PERMIT_X25519_LEN],
+                     uint8_t shared[PERMIT_X25519_LEN]) {
+  if (key == NULL || peer_pub == NULL || shared == NULL) return PERMIT_EINVAL;
+  EVP_PKEY *peer = EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL,
+                                                  peer_pub, PERMIT_X25519_LEN);
+  EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
+  size_t n = PERMIT_X25519_LEN;
+  int rc = 0;
+  /* No peer validation: X25519 accepts every 32-byte string, and the one
+   * thing to refuse, a low-order point, shows as the zero output below. */
+  if (peer == NULL || pctx == NULL || EVP_PKEY_derive_init(pctx) != 1 ||
+      EVP_PKEY_derive_set_peer_ex(pctx, peer, 0) != 1)
+    rc = PERMIT_ECRYPTO;
+  /* OpenSSL 3.0 fails the derive itself on the zero output, which is the
+   * only way input makes it fail. */
+  else if (EVP_PKEY_derive(pctx, shared, &n) != 1 || n != PERMIT_X25519_LEN)
+    rc = PERMIT_EVERIFY;
+  EVP_PKEY_CTX_free(pctx);
+  EVP_PKEY_free(peer);
+  if (rc == 0) {
+    /* Our own check, in constant time, so the policy does not rest on a
+     * library detail. */
+    uint8_t acc = 0;
+    for (size_t i = 0; i < PERMIT_X25519_LEN; i++) acc |= shared[i];
+    if (acc == 0) rc = PERMIT_EVERIFY;
+  }
+  if (rc != 0) {
+    ERR_clear_error();
+    permit_wipe(shared, PERMIT_X25519_LEN);
+  }
+  return rc;
+}
+
+/* ---- Key files ---- */
+
+/* Fsyncs the directory holding |path| so that the new name is durable. */
+static int sync_parent_dir(const char *path) {
+  const char *slash = strrchr(path, '/');
+  char *dir;
+  if (slash == NULL)
+    dir = strdup(".");
+  else if (slash == path)
+    dir = strdup("/");
+  else
+    dir = strndup(path, (size_t)(slash - path));
+  if (dir == NULL) return -1;
+  int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  free(dir);
+  if (fd < 0) return -1;
+  int r = fsync(fd);
+  int saved = errno;
+  close(fd);
+  errno = saved;
+  return r;
+}
+
+static int write_all(int fd, const char *p, size_t len) {
+  while (len > 0) {
+    ssize_t n = write(fd, p, len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      return -1;
+    }
+    p += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+static int key_file_write(EVP_PKEY *pkey, const char *path, const char *what,
+                          permit_err *err) {
+  if (path == NULL || path[0] == '\0')
+    return permit_err_set(err, PERMIT_EINVAL, "%s key file: empty path", what);
+  /* The secure-memory BIO clears its buffer when freed. */
+  BIO *bio = BIO_new(BIO_s_secmem());
+  char *pem = NULL;
+  long pemlen = 0;
+  if (bio == NULL ||
+      PEM_write_bio_PrivateKey(bio, pkey, NULL, NULL, 0, NULL, NULL) != 1 ||
+      (pemlen = BIO_get_mem_data(bio, &pem)) <= 0) {
+    BIO_free(bio);
+    ERR_clear_error();
+    return permit_err_set(err, PERMIT_ECRYPTO,
+                          "%s key file %s: cannot encode the key", what, path);
+  }
+  int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOCTTY,
+                0600);
+  if (fd < 0) {
+    int e = errno;
+    BIO_free(bio);
+    if (e == EEXIST)
+      return permit_err_set(err, PERMIT_EEXIST,
+                            "%s key file %s already exists; not overwriting",
+                            what, path);
+    return permit_err_set(err, e == EACCES ? PERMIT_EPERM : PERMIT_EIO,
+                          "%s key file %s: cannot create: %s", what, path,
+                          strerror(e));
+  }
+  int rc = 0, e = 0;
+  const char *step = NULL;
+  if (write_all(fd, pem, (size_t)pemlen) != 0) {
+    e = errno;
+    step = "write";
+  } else if (fsync(fd) != 0) {
+    e = errno;
+    step = "fsync";
+  }
+  if (close(fd) != 0 && e == 0) {
+    e = errno;
+    step = "close";
+  }
+  if (e == 0 && sync_parent_dir(path) != 0) {
+    e = errno;
+    step = "fsync the directory of";
+  }
+  BIO_free(bio);
+  if (e != 0) {
+    /* A half-written key must not be mistaken for a key later. */
+    unlink(path);
+    rc = permit_err_set(err, PERMIT_EIO, "%s key file %s: cannot %s it: %s",
+                        what, path, step, strerror(e));
+  }
+  return rc;
+}
+
+/* Never prompt on a terminal for an encrypted key: ours are not. */
+static int no_passphrase(char *buf, int size, int rwflag, void *u) {
+  (void)buf, (void)size, (void)rwflag, (void)u;
+  return -1;
+}
+
+/*
+ * Reads the PEM private key at |path| into |*out| after checking that only
+ * the owner can read it.  |type| is OpenSSL's name ("ED25519").
+ */
+static int key_file_read(const char *path, const char *type, const char *what,
+                         EVP_PKEY **out, permit_err *err) {
+  *out = NULL;
+  if (path == NULL || path[0] == '\0')
+    return permit_err_set(err, PERMIT_EINVAL, "%s key file: empty path", what);
+  /* O_NONBLOCK so that a FIFO put in the key's place cannot hang us
+   * before the regular-file check below. */
+  int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY | O_NONBLOCK);
+  if (fd < 0) {
+    int e = errno;
+    if (e == ENOENT)
+      return permit_err_set(err, PERMIT_ENOTFOUND,
+                            "%s key file %s does not exist", what, path);
+    return permit_err_set(err, e == EACCES ? PERMIT_EPERM : PERMIT_EIO,
+                          "%s key file %s: cannot open: %s", what, path,
+                          strerror(e));
+  }
+  /* fstat of the open file, so the mode checked is that of what is read. */
+  struct stat st;
+  if (fstat(fd, &st) != 0) {
+    int e = errno;
+    close(fd);
+    return permit_err_set(err, PERMIT_EIO, "%s key file %s: cannot stat: %s",
+                          what, path, strerror(e));
+  }
+  if (!S_ISREG(st.st_mode)) {
+    close(fd);
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "%s key file %s is not a regular file", what, path);
+  }
+  if ((st.st_mode & 077) != 0) {
+    close(fd);
+    return permit_err_set(
+        err, PERMIT_EPERM,
+        "%s key file %s has mode %04o; group and others must have no "
+        "access (chmod 600 %s)",
+        what, path, (unsigned)(st.st_mode & 07777), path);
+  }
+  if (st.st_size > KEY_FILE_MAX) {
+    close(fd);
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "%s key file %s is %lld bytes, too large for a key",
+                          what, path, (long long)st.st_size);
+  }
+  /* Read to EOF, not just st_size bytes, in case the file grew. */
+  uint8_t *buf = malloc(KEY_FILE_MAX + 1);
+  if (buf == NULL) {
+    close(fd);
+    return permit_err_set(err, PERMIT_ENOMEM, "%s key file %s: out of memory",
+                          what, path);
+  }
+  size_t len = 0;
+  int e = 0;
+  while (len <= KEY_FILE_MAX) {
+    ssize_t n = read(fd, buf + len, KEY_FILE_MAX + 1 - len);
+    if (n < 0) {
+      if (errno == EINTR) continue;
+      e = errno;
+      break;
+    }
+    if (n == 0) break;
+    len += (size_t)n;
+  }
+  close(fd);
+  int rc = 0;
+  if (e != 0) {
+    rc = permit_err_set(err, PERMIT_EIO, "%s key file %s: cannot read: %s",
+                        what, path, strerror(e));
+  } else if (len > KEY_FILE_MAX) {
+    rc = permit_err_set(err, PERMIT_EINVAL,
+                        "%s key file %s is too large for a key", what, path);
+  } else {
+    BIO *bio = BIO_new_mem_buf(buf, (int)len);
+    EVP_PKEY *pkey =
+        bio != NULL ? PEM_read_bio_PrivateKey_ex(bio, NULL, no_passphrase,
+                                                 NULL, NULL, NULL)
+                    : NULL;
+    BIO_free(bio);
+    ERR_clear_error();
+    if (pkey == NULL) {
+      rc = permit_err_set(err, PERMIT_EINVAL,
+                          "%s key file %s does not hold a PEM private key",
+                          what, path);
+    } else if (!EVP_PKEY_is_a(pkey, type)) {
+      rc = permit_err_set(err, PERMIT_EINVAL,
+                          "%s key file %s holds a %s key, not %s", what, path,
+                          EVP_PKEY_get0_type_name(pkey), type);
+      EVP_PKEY_free(pkey);
+    } else {
+      *out = pkey;
+    }
+  }
+  permit_wipe(buf, len);
+  free(buf);
+  return rc;
+}
+
+int permit_sign_key_save(const permit_sign_key *key, const char *path,
+                         permit_err *err) {
+  if (key == NULL)
+    return permit_err_set(err, PERMIT_EINVAL, "identity key file: no key");
+  return key_file_write(key->pkey, path, "identity", err);
+}
+
+int permit_kx_key_save(const permit_kx_key *key, const char *path,
+                       permit_err *err) {
+  if (key == NULL)
+    return permit_err_set(err, PERMIT_EINVAL, "sealing key file: no key");
+  return key_file_write(key->pkey, path, "sealing", err);
+}
+
+int permit_sign_key_load(const char *path, permit_sign_key **out,
+                         permit_err *err) {
+  if (out == NULL)
+    return permit_err_set(err, PERMIT_EINVAL, "identity key file: no output");
+  *out = NULL;
+  EVP_PKEY *pkey;
+  int rc = key_file_read(path, "ED25519", "identity", &pkey, err);
+  if (rc != 0) return rc;
+  rc = sign_key_wrap(pkey, out);
+  if (rc != 0)
+    return permit_err_set(err, rc, "identity key file %s: %s", path,
+                          permit_strerror(rc));
+  return 0;
+}
+
+int permit_kx_key_load(const char *path, permit_kx_key **out,
+                       permit_err *err) {
+  if (out == NULL)
+    return permit_err_set(err, PERMIT_EINVAL, "sealing key file: no output");
+  *out = NULL;
+  EVP_PKEY *pkey;
+  int rc = key_file_read(path, "X25519", "sealing", &pkey, err);
+  if (rc != 0) return rc;
+  rc = kx_key_wrap(pkey, out);
+  if (rc != 0)
+    return permit_err_set(err, rc, "sealing key file %s: %s", path,
+                          permit_strerror(rc));
+  return 0;
+}
+
+/* ---- Pairwise pseudonyms ---- */
+
+int permit_pair_key(const permit_kx_key *own,
+                    const uint8_t peer_pub[PERMIT_X25519_LEN],
+                    const char *issuer, const char *audience,
+                    uint8_t pair_key[PERMIT_SHA256_LEN]) {
+  static const char label[] = "permit/v1/pair\n";
+  if (own == NULL || peer_pub == NULL || issuer == NULL || audience == NULL ||
+      pair_key == NULL)
+    return PERMIT_EINVAL;
+  size_t llen = sizeof label - 1, ilen = strlen(issuer),
+         alen = strlen(audience);
+  if (alen > SIZE_MAX - llen - 1 || ilen > SIZE_MAX - llen - 1 - alen)
+    return PERMIT_EINVAL;
+  size_t infolen = llen + ilen + 1 + alen;
+  uint8_t *info = malloc(infolen);
+  if (info == NULL) return PERMIT_ENOMEM;
+  memcpy(info, label, llen);
+  memcpy(info + llen, issuer, ilen);
+  info[llen + ilen] = '\n';
+  memcpy(info + llen + ilen + 1, audience, alen);
+  uint8_t shared[PERMIT_X25519_LEN];
+  int rc = permit_kx_derive(own, peer_pub, shared);
+  if (rc == 0)
+    rc = permit_hkdf(NULL, 0, shared, sizeof shared, info, infolen, pair_key,
+                     PERMIT_SHA256_LEN);
+  permit_wipe(shared, sizeof shared);
+  free(info);
+  return rc;
+}
+
+static int is_ascii_space(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\v' || c == '\f' ||
+         c == '\r';
+}
+
+int permit_email_normalize(const char *email, size_t len, char *out,
+                           size_t cap) {
+  if (email == NULL || out == NULL) return PERMIT_EINVAL;
+  size_t start = 0, end = len;
+  while (start < end && is_ascii_space(email[start])) start++;
+  while (end > start && is_ascii_space(email[end - 1])) end--;
+  size_t n = end - start;
+  if (n == 0) return PERMIT_EINVAL;
+  /* A NUL inside would make two different inputs print alike. */
+  if (memchr(email + start, '\0', n) != NULL) return PERMIT_EINVAL;
+  if (cap <= n) return PERMIT_ETOOBIG;
+  for (size_t i = 0; i < n; i++) {
+    char c = email[start + i];
+    out[i] = c >= 'A' && c <= 'Z' ? (char)(c - 'A' + 'a') : c;
+  }
+  out[n] = '\0';
+  return 0;
+}
+
+int permit_subject(const uint8_t pair_key[PERMIT_SHA256_LEN], const char *email,
+                   size_t len, uint8_t subject[PERMIT_SHA256_LEN]) {
+  if (pair_key == NULL || email == NULL || subject == NULL ||
+      len == SIZE_MAX)
+    return PERMIT_EINVAL;
+  char *norm = malloc(len + 1);
+  if (norm == NULL) return PERMIT_ENOMEM;
+  int rc = permit_email_normalize(email, len, norm, len + 1);
+  if (rc == 0)
+    rc = permit_hmac_sha256(pair_key, PERMIT_SHA256_LEN, (const uint8_t *)norm,
+                            strlen(norm), subject);
+  /* The address is personal data; do not leave it on the heap. */
+  permit_wipe(norm, len + 1);
+  free(norm);
+  return rc;
+}

@@ -1,0 +1,24 @@
+/*
+ * crypto_internal.h - the algorithm implementations fetched once by
+ * permit_crypto_init() (hash.c), shared by crypto.c, hpke.c and merkle.c.
+ * Valid after a successful permit_crypto_init() until
+ * permit_crypto_cleanup().
+ */
+#ifndef PERMIT_CRYPTO_INTERNAL_H
+#define PERMIT_CRYPTO_INTERNAL_H
+
+#include <openssl/evp.h>
+#include <openssl/kdf.h>
+
+typedef struct permit_algs {
+  EVP_MD *sha256;
+  EVP_MAC *hmac;
+  EVP_KDF *hkdf;
+  EVP_CIPHER *aes_128_gcm;
+  EVP_CIPHER *chacha20_poly1305;
+} permit_algs;
+
+/* The fetched algorithms, or NULL when permit_crypto_init() failed. */
+const permit_algs *permit_algs_get(void);
+
+#endif

@@ -1,0 +1,335 @@
+#include "permit/record.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "permit/util.h"
+
+void permit_trusted_key_set(permit_trusted_key *tk,
+                            const uint8_t pub[PERMIT_ED25519_PUB_LEN]) {
+  memcpy(tk->pub, pub, PERMIT_ED25519_PUB_LEN);
+  permit_key_id(pub, PERMIT_ED25519_PUB_LEN, tk->key_id);
+}
+
+int permit_name_validate(const char *name, permit_err *err) {
+  if (name == NULL || name[0] == '\0')
+    return permit_err_set(err, PERMIT_EINVAL, "node name is empty");
+  size_t len = strlen(name), label = 0;
+  if (len > PERMIT_NAME_MAX)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "node name is longer than %d characters",
+                          PERMIT_NAME_MAX);
+  for (size_t i = 0; i <= len; i++) {
+    char c = name[i];
+    if (c == '.' || c == '\0') {
+      if (label == 0 || label > 63 || name[i - 1] == '-')
+        return permit_err_set(err, PERMIT_EINVAL,
+                              "node name \"%.64s\" has an empty, over-long or "
+                              "hyphen-ended label", name);
+      label = 0;
+      continue;
+    }
+    int ok = (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-';
+    if (!ok || (c == '-' && label == 0))
+      return permit_err_set(err, PERMIT_EINVAL,
+                            "node name \"%.64s\" may hold only a-z, 0-9, '-' "
+                            "and '.' (labels not starting with '-')", name);
+    label++;
+  }
+  return 0;
+}
+
+int permit_list_id_validate(const char *list_id, permit_err *err) {
+  if (list_id == NULL || list_id[0] == '\0')
+    return permit_err_set(err, PERMIT_EINVAL, "list id is empty");
+  size_t len = strlen(list_id);
+  if (len > PERMIT_LIST_ID_MAX)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "list id is longer than %d characters",
+                          PERMIT_LIST_ID_MAX);
+  for (size_t i = 0; i < len; i++) {
+    char c = list_id[i];
+    if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+          c == '_' || c == '-'))
+      return permit_err_set(err, PERMIT_EINVAL,
+                            "list id \"%.64s\" may hold only a-z, 0-9, '.', "
+                            "'_' and '-'", list_id);
+  }
+  return 0;
+}
+
+/* A bounded optional text: at most |max| bytes, no control characters. */
+static int text_validate(const char *what, const char *s, size_t max,
+                         int required, permit_err *err) {
+  if (s == NULL || s[0] == '\0')
+    return required ? permit_err_set(err, PERMIT_EINVAL, "%s is empty", what)
+                    : 0;
+  size_t len = strlen(s);
+  if (len > max)
+    return permit_err_set(err, PERMIT_EINVAL, "%s is longer than %zu bytes",
+                          what, max);
+  for (size_t i = 0; i < len; i++)
+    if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+      return permit_err_set(err, PERMIT_EINVAL,
+                            "%s holds a control character", what);
+  return 0;
+}
+
+static int bytes_len(const char *what, ProtobufCBinaryData b, size_t want,
+                     permit_err *err) {
+  if (b.len != want)
+    return permit_err_set(err, PERMIT_EINVAL, "%s is %zu bytes, not %zu",
+                          what, b.len, want);
+  return 0;
+}
+
+static int optin_validate(const Permit__V1__OptIn *o, permit_err *err) {
+  int rc;
+  if (o->notice_version == 0)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "opt_in.notice_version must be 1 or more");
+  if ((rc = bytes_len("opt_in.notice_sha256", o->notice_sha256, 32, err)))
+    return rc;
+  if (o->collected_at_ms <= 0)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "opt_in.collected_at_ms is not set");
+  if ((rc = text_validate("opt_in.method", o->method, 64, 1, err))) return rc;
+  if ((rc = bytes_len("opt_in.order_ref_hash", o->order_ref_hash, 32, err)))
+    return rc;
+  if (o->evidence != NULL) {
+    if ((rc = text_validate("opt_in.evidence.user_agent",
+                            o->evidence->user_agent, 512, 0, err)))
+      return rc;
+    if ((rc = text_validate("opt_in.evidence.ip_prefix",
+                            o->evidence->ip_prefix, 64, 0, err)))
+      return rc;
+  }
+  const Permit__V1__SealedContact *sc = o->sealed_contact;
+  if (sc == NULL)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "opt_in.sealed_contact is missing");
+  if (sc->kem_id != 0x0020 || sc->kdf_id != 0x0001 ||
+      (sc->aead_id != PERMIT_AEAD_AES_128_GCM &&
+       sc->aead_id != PERMIT_AEAD_CHACHA20_POLY1305))
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "opt_in.sealed_contact has an unsupported HPKE suite "
+                          "(kem %u, kdf %u, aead %u)", sc->kem_id, sc->kdf_id,
+                          sc->aead_id);
+  if (sc->recipient_key_id == NULL ||
+      strlen(sc->recipient_key_id) != PERMIT_KEY_ID_LEN - 1)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "opt_in.sealed_contact.recipient_key_id is not a "
+                          "key id");
+  if ((rc = bytes_len("opt_in.sealed_contact.enc", sc->enc, 32, err)))
+    return rc;
+  if (sc->ciphertext.len <= PERMIT_AEAD_TAG_LEN ||
+      sc->ciphertext.len > PERMIT_SEALED_MAX)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "opt_in.sealed_contact.ciphertext is %zu bytes "
+                          "(want %d to %d)", sc->ciphertext.len,
+                          PERMIT_AEAD_TAG_LEN + 1, PERMIT_SEALED_MAX);
+  return 0;
+}
+
+int permit_record_validate(const Permit__V1__Record *rec, permit_err *err) {
+  int rc;
+  if ((rc = bytes_len("record_id", rec->record_id, PERMIT_RECORD_ID_LEN, err)))
+    return rc;
+  permit_err sub;
+  if (permit_name_validate(rec->issuer, &sub))
+    return permit_err_set(err, PERMIT_EINVAL, "issuer: %s", sub.msg);
+  if (permit_name_validate(rec->audience, &sub))
+    return permit_err_set(err, PERMIT_EINVAL, "audience: %s", sub.msg);
+  if (strcmp(rec->issuer, rec->audience) == 0)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "issuer and audience are the same node");
+  if ((rc = permit_list_id_validate(rec->list_id, err))) return rc;
+  if ((rc = bytes_len("subject", rec->subject, PERMIT_SUBJECT_LEN, err)))
+    return rc;
+  if (rec->issued_at_ms <= 0)
+    return permit_err_set(err, PERMIT_EINVAL, "issued_at_ms is not set");
+  switch (rec->kind_case) {
+  case PERMIT__V1__RECORD__KIND_OPT_IN:
+    return optin_validate(rec->opt_in, err);
+  case PERMIT__V1__RECORD__KIND_WITHDRAWAL: {
+    const Permit__V1__Withdrawal *w = rec->withdrawal;
+    if ((rc = bytes_len("withdrawal.refers_to", w->refers_to,
+                        PERMIT_RECORD_ID_LEN, err)))
+      return rc;
+    if (w->reason < PERMIT__V1__WITHDRAWAL_REASON__WITHDRAWAL_REASON_BUYER_REQUEST ||
+        w->reason > PERMIT__V1__WITHDRAWAL_REASON__WITHDRAWAL_REASON_EXPIRED)
+      return permit_err_set(err, PERMIT_EINVAL,
+                            "withdrawal.reason %d is not a known reason",
+                            (int)w->reason);
+    if (w->withdrawn_at_ms <= 0)
+      return permit_err_set(err, PERMIT_EINVAL,
+                            "withdrawal.withdrawn_at_ms is not set");
+    return 0;
+  }
+  case PERMIT__V1__RECORD__KIND_ERASURE:
+    if (rec->erasure->requested_at_ms <= 0)
+      return permit_err_set(err, PERMIT_EINVAL,
+                            "erasure.requested_at_ms is not set");
+    return 0;
+  default:
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "record has no kind (opt_in, withdrawal or erasure)");
+  }
+}
+
+int permit_envelope_sign(const char *context, const uint8_t *body,
+                         size_t bodylen, const permit_sign_key *key,
+                         uint8_t **out, size_t *outlen, permit_err *err) {
+  uint8_t sig[PERMIT_ED25519_SIG_LEN];
+  if (permit_sign(key, context, body, bodylen, sig) != 0)
+    return permit_err_set(err, PERMIT_ECRYPTO, "signing failed");
+  Permit__V1__SignedRecord env = PERMIT__V1__SIGNED_RECORD__INIT;
+  env.body.data = (uint8_t *)body;
+  env.body.len = bodylen;
+  env.signature.data = sig;
+  env.signature.len = sizeof sig;
+  env.key_id = (char *)permit_sign_key_id(key);
+  size_t n = permit__v1__signed_record__get_packed_size(&env);
+  uint8_t *buf = malloc(n ? n : 1);
+  if (buf == NULL) return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  *outlen = permit__v1__signed_record__pack(&env, buf);
+  *out = buf;
+  return 0;
+}
+
+int permit_record_sign(const Permit__V1__Record *rec,
+                       const permit_sign_key *key, uint8_t **out,
+                       size_t *outlen, permit_err *err) {
+  int rc = permit_record_validate(rec, err);
+  if (rc != 0) return rc;
+  size_t n = permit__v1__record__get_packed_size(rec);
+  if (n > PERMIT_RECORD_MAX_LEN - 128)
+    return permit_err_set(err, PERMIT_ETOOBIG,
+                          "record is %zu bytes, over the %d-byte limit", n,
+                          PERMIT_RECORD_MAX_LEN);
+  uint8_t *body = malloc(n ? n : 1);
+  if (body == NULL) return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  permit__v1__record__pack(rec, body);
+  rc = permit_envelope_sign(PERMIT_RECORD_CONTEXT, body, n, key, out, outlen, err);
+  free(body);
+  return rc;
+}
+
+/* Reads the common envelope fields (1, 2, 3) of any of the three types. */
+static int envelope_fields(const ProtobufCMessage *m, ProtobufCBinaryData *body,
+                           ProtobufCBinaryData *sig, const char **key_id) {
+  const ProtobufCMessageDescriptor *d = m->descriptor;
+  const ProtobufCFieldDescriptor *fb =
+      protobuf_c_message_descriptor_get_field(d, 1);
+  const ProtobufCFieldDescriptor *fs =
+      protobuf_c_message_descriptor_get_field(d, 2);
+  const ProtobufCFieldDescriptor *fk =
+      protobuf_c_message_descriptor_get_field(d, 3);
+  if (fb == NULL || fs == NULL || fk == NULL ||
+      fb->type != PROTOBUF_C_TYPE_BYTES || fs->type != PROTOBUF_C_TYPE_BYTES ||
+      fk->type != PROTOBUF_C_TYPE_STRING)
+    return PERMIT_EINVAL;
+  const char *base = (const char *)m;
+  memcpy(body, base + fb->offset, sizeof *body);
+  memcpy(sig, base + fs->offset, sizeof *sig);
+  memcpy(key_id, base + fk->offset, sizeof *key_id);
+  return 0;
+}
+
+int permit_envelope_open(const ProtobufCMessageDescriptor *desc,
+                         const char *context, const uint8_t *in, size_t len,
+                         size_t max, const permit_trusted_key *keys,
+                         size_t nkeys, ProtobufCMessage **env,
+                         const uint8_t **body, size_t *bodylen,
+                         permit_err *err) {
+  *env = NULL;
+  if (len > max)
+    return permit_err_set(err, PERMIT_ETOOBIG,
+                          "%s is %zu bytes, over the %zu-byte limit",
+                          desc->short_name, len, max);
+  if (len == 0)
+    return permit_err_set(err, PERMIT_EINVAL, "%s is empty",
+                          desc->short_name);
+  ProtobufCMessage *m = protobuf_c_message_unpack(desc, NULL, len, in);
+  if (m == NULL)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "%s is not a valid protobuf message (truncated or "
+                          "malformed)", desc->short_name);
+  ProtobufCBinaryData b, s;
+  const char *kid;
+  int rc;
+  /* Unknown envelope fields would travel unsigned: refuse them. */
+  if (m->n_unknown_fields != 0) {
+    rc = permit_err_set(err, PERMIT_EINVAL, "%s has unknown fields",
+                        desc->short_name);
+    goto fail;
+  }
+  if (envelope_fields(m, &b, &s, &kid) != 0) {
+    rc = permit_err_set(err, PERMIT_EINVAL, "%s is not an envelope type",
+                        desc->short_name);
+    goto fail;
+  }
+  if (b.len == 0) {
+    rc = permit_err_set(err, PERMIT_EINVAL, "%s has an empty body",
+                        desc->short_name);
+    goto fail;
+  }
+  if (s.len != PERMIT_ED25519_SIG_LEN) {
+    rc = permit_err_set(err, PERMIT_EVERIFY,
+                        "%s signature is %zu bytes, not 64", desc->short_name,
+                        s.len);
+    goto fail;
+  }
+  const permit_trusted_key *k = NULL;
+  for (size_t i = 0; i < nkeys && k == NULL; i++)
+    if (strcmp(keys[i].key_id, kid) == 0) k = &keys[i];
+  if (k == NULL) {
+    rc = permit_err_set(err, PERMIT_ENOTFOUND,
+                        "%s is signed by key \"%.32s\", which is not trusted "
+                        "for this signer", desc->short_name, kid);
+    goto fail;
+  }
+  if (permit_verify(k->pub, context, b.data, b.len, s.data, s.len) != 0) {
+    rc = permit_err_set(err, PERMIT_EVERIFY,
+                        "%s signature by key %s does not verify",
+                        desc->short_name, k->key_id);
+    goto fail;
+  }
+  *env = m;
+  *body = b.data;
+  *bodylen = b.len;
+  return 0;
+fail:
+  protobuf_c_message_free_unpacked(m, NULL);
+  return rc;
+}
+
+int permit_record_verify(const uint8_t *in, size_t len,
+                         const permit_trusted_key *keys, size_t nkeys,
+                         Permit__V1__Record **out, permit_err *err) {
+  ProtobufCMessage *env;
+  const uint8_t *body;
+  size_t bodylen;
+  *out = NULL;
+  int rc = permit_envelope_open(&permit__v1__signed_record__descriptor,
+                                PERMIT_RECORD_CONTEXT, in, len,
+                                PERMIT_RECORD_MAX_LEN, keys, nkeys, &env,
+                                &body, &bodylen, err);
+  if (rc != 0) return rc;
+  Permit__V1__Record *rec = permit__v1__record__unpack(NULL, bodylen, body);
+  protobuf_c_message_free_unpacked(env, NULL);
+  if (rec == NULL)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "record body is not a valid Record message");
+  rc = permit_record_validate(rec, err);
+  if (rc != 0) {
+    permit__v1__record__free_unpacked(rec, NULL);
+    return rc;
+  }
+  *out = rec;
+  return 0;
+}
+
+void permit_record_free(Permit__V1__Record *rec) {
+  if (rec != NULL) permit__v1__record__free_unpacked(rec, NULL);
+}

@@ -1,0 +1,238 @@
+#include "permit/store.h"
+
+#include <rocksdb/c.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct permit_store {
+  rocksdb_t *db;
+  rocksdb_options_t *opts;
+  rocksdb_column_family_handle_t *cf[PERMIT_CF_COUNT];
+  rocksdb_readoptions_t *ro;
+  rocksdb_writeoptions_t *wo_sync;
+  rocksdb_writeoptions_t *wo_async;
+};
+
+struct permit_batch {
+  permit_store *store;
+  rocksdb_writebatch_t *wb;
+};
+
+static const char *const cf_names[PERMIT_CF_COUNT] = {
+    "default",     "records", "log_leaves", "log_nodes",   "log_meta",
+    "checkpoints", "cursors", "indexes",    "idempotency", "contacts"};
+
+const char *permit_cf_name(permit_cf cf) {
+  return cf < PERMIT_CF_COUNT ? cf_names[cf] : "?";
+}
+
+/* Moves a RocksDB error string into |err| and frees it. */
+static int rocks_err(permit_err *err, char *msg, const char *what) {
+  int rc = permit_err_set(err, PERMIT_EIO, "%s: %s", what, msg);
+  rocksdb_free(msg);
+  return rc;
+}
+
+int permit_store_open(const char *dir, permit_store **out, permit_err *err) {
+  permit_store *s = calloc(1, sizeof *s);
+  if (s == NULL) return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  s->opts = rocksdb_options_create();
+  rocksdb_options_set_create_if_missing(s->opts, 1);
+  rocksdb_options_set_create_missing_column_families(s->opts, 1);
+  /* Checksums are verified on every read and at open: a damaged file is
+   * reported, not skipped.  Only a torn last WAL record (a write that was
+   * never acknowledged) is tolerated on recovery. */
+  rocksdb_options_set_paranoid_checks(s->opts, 1);
+  rocksdb_options_set_wal_recovery_mode(
+      s->opts, rocksdb_tolerate_corrupted_tail_records_recovery);
+  rocksdb_options_increase_parallelism(s->opts, 2);
+  rocksdb_options_set_max_open_files(s->opts, 256);
+  rocksdb_options_set_compression(s->opts, rocksdb_lz4_compression);
+
+  const rocksdb_options_t *cf_opts[PERMIT_CF_COUNT];
+  for (int i = 0; i < PERMIT_CF_COUNT; i++) cf_opts[i] = s->opts;
+  char *msg = NULL;
+  s->db = rocksdb_open_column_families(s->opts, dir, PERMIT_CF_COUNT,
+                                       cf_names, cf_opts, s->cf, &msg);
+  if (msg != NULL) {
+    char what[512];
+    snprintf(what, sizeof what, "cannot open database %s", dir);
+    rocks_err(err, msg, what);
+    rocksdb_options_destroy(s->opts);
+    free(s);
+    return PERMIT_EIO;
+  }
+  s->ro = rocksdb_readoptions_create();
+  rocksdb_readoptions_set_verify_checksums(s->ro, 1);
+  s->wo_sync = rocksdb_writeoptions_create();
+  rocksdb_writeoptions_set_sync(s->wo_sync, 1);
+  s->wo_async = rocksdb_writeoptions_create();
+  *out = s;
+  return 0;
+}
+
+void permit_store_close(permit_store *s) {
+  if (s == NULL) return;
+  for (int i = 0; i < PERMIT_CF_COUNT; i++)
+    if (s->cf[i] != NULL) rocksdb_column_family_handle_destroy(s->cf[i]);
+  rocksdb_close(s->db);
+  rocksdb_readoptions_destroy(s->ro);
+  rocksdb_writeoptions_destroy(s->wo_sync);
+  rocksdb_writeoptions_destroy(s->wo_async);
+  rocksdb_options_destroy(s->opts);
+  free(s);
+}
+
+int permit_store_get(permit_store *s, permit_cf cf, const void *key,
+                     size_t klen, uint8_t **val, size_t *vlen,
+                     permit_err *err) {
+  char *msg = NULL;
+  rocksdb_pinnableslice_t *p =
+      rocksdb_get_pinned_cf(s->db, s->ro, s->cf[cf], key, klen, &msg);
+  if (msg != NULL) return rocks_err(err, msg, "read failed");
+  if (p == NULL)
+    return permit_err_set(err, PERMIT_ENOTFOUND, "no such key in %s",
+                          cf_names[cf]);
+  size_t n;
+  const char *v = rocksdb_pinnableslice_value(p, &n);
+  uint8_t *copy = malloc(n ? n : 1);
+  if (copy == NULL) {
+    rocksdb_pinnableslice_destroy(p);
+    return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  }
+  memcpy(copy, v, n);
+  rocksdb_pinnableslice_destroy(p);
+  *val = copy;
+  *vlen = n;
+  return 0;
+}
+
+int permit_store_get_fixed(permit_store *s, permit_cf cf, const void *key,
+                           size_t klen, void *val, size_t len,
+                           permit_err *err) {
+  char *msg = NULL;
+  rocksdb_pinnableslice_t *p =
+      rocksdb_get_pinned_cf(s->db, s->ro, s->cf[cf], key, klen, &msg);
+  if (msg != NULL) return rocks_err(err, msg, "read failed");
+  if (p == NULL)
+    return permit_err_set(err, PERMIT_ENOTFOUND, "no such key in %s",
+                          cf_names[cf]);
+  size_t n;
+  const char *v = rocksdb_pinnableslice_value(p, &n);
+  int rc = 0;
+  if (n != len)
+    rc = permit_err_set(err, PERMIT_ECORRUPT,
+                        "value in %s is %zu bytes, expected %zu",
+                        cf_names[cf], n, len);
+  else
+    memcpy(val, v, n);
+  rocksdb_pinnableslice_destroy(p);
+  return rc;
+}
+
+permit_batch *permit_batch_new(permit_store *s) {
+  permit_batch *b = malloc(sizeof *b);
+  if (b == NULL) return NULL;
+  b->store = s;
+  b->wb = rocksdb_writebatch_create();
+  return b;
+}
+
+void permit_batch_free(permit_batch *b) {
+  if (b == NULL) return;
+  rocksdb_writebatch_destroy(b->wb);
+  free(b);
+}
+
+void permit_batch_clear(permit_batch *b) { rocksdb_writebatch_clear(b->wb); }
+
+void permit_batch_put(permit_batch *b, permit_cf cf, const void *key,
+                      size_t klen, const void *val, size_t vlen) {
+  rocksdb_writebatch_put_cf(b->wb, b->store->cf[cf], key, klen, val, vlen);
+}
+
+void permit_batch_delete(permit_batch *b, permit_cf cf, const void *key,
+                         size_t klen) {
+  rocksdb_writebatch_delete_cf(b->wb, b->store->cf[cf], key, klen);
+}
+
+void permit_batch_savepoint(permit_batch *b) {
+  rocksdb_writebatch_set_save_point(b->wb);
+}
+
+void permit_batch_rollback(permit_batch *b) {
+  char *msg = NULL;
+  rocksdb_writebatch_rollback_to_save_point(b->wb, &msg);
+  /* Fails only without a mark, a programming error; nothing to undo. */
+  rocksdb_free(msg);
+}
+
+void permit_batch_release(permit_batch *b) {
+  char *msg = NULL;
+  rocksdb_writebatch_pop_save_point(b->wb, &msg);
+  rocksdb_free(msg);
+}
+
+int permit_batch_count(const permit_batch *b) {
+  return rocksdb_writebatch_count(b->wb);
+}
+
+int permit_store_write(permit_store *s, permit_batch *b, int sync,
+                       permit_err *err) {
+  char *msg = NULL;
+  rocksdb_write(s->db, sync ? s->wo_sync : s->wo_async, b->wb, &msg);
+  if (msg != NULL) return rocks_err(err, msg, "write failed");
+  return 0;
+}
+
+int permit_store_put(permit_store *s, permit_cf cf, const void *key,
+                     size_t klen, const void *val, size_t vlen,
+                     permit_err *err) {
+  char *msg = NULL;
+  rocksdb_put_cf(s->db, s->wo_sync, s->cf[cf], key, klen, val, vlen, &msg);
+  if (msg != NULL) return rocks_err(err, msg, "write failed");
+  return 0;
+}
+
+int permit_store_scan(permit_store *s, permit_cf cf, const void *prefix,
+                      size_t plen, const void *start, size_t slen,
+                      permit_store_visit_fn visit, void *arg,
+                      permit_err *err) {
+  rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, s->ro, s->cf[cf]);
+  if (start != NULL)
+    rocksdb_iter_seek(it, start, slen);
+  else
+    rocksdb_iter_seek(it, prefix, plen);
+  int rc = 0;
+  for (; rocksdb_iter_valid(it); rocksdb_iter_next(it)) {
+    size_t kl, vl;
+    const char *k = rocksdb_iter_key(it, &kl);
+    if (kl < plen || memcmp(k, prefix, plen) != 0) break;
+    const char *v = rocksdb_iter_value(it, &vl);
+    rc = visit(arg, (const uint8_t *)k, kl, (const uint8_t *)v, vl);
+    if (rc != 0) break;
+  }
+  if (rc == 0) {
+    char *msg = NULL;
+    rocksdb_iter_get_error(it, &msg);
+    if (msg != NULL) rc = rocks_err(err, msg, "scan failed");
+  }
+  rocksdb_iter_destroy(it);
+  return rc;
+}
+
+int permit_store_compact(permit_store *s, permit_err *err) {
+  rocksdb_flushoptions_t *fo = rocksdb_flushoptions_create();
+  rocksdb_flushoptions_set_wait(fo, 1);
+  int rc = 0;
+  for (int i = 0; i < PERMIT_CF_COUNT && rc == 0; i++) {
+    char *msg = NULL;
+    rocksdb_flush_cf(s->db, fo, s->cf[i], &msg);
+    if (msg != NULL) rc = rocks_err(err, msg, "flush failed");
+  }
+  rocksdb_flushoptions_destroy(fo);
+  for (int i = 0; i < PERMIT_CF_COUNT && rc == 0; i++)
+    rocksdb_compact_range_cf(s->db, s->cf[i], NULL, 0, NULL, 0);
+  return rc;
+}

@@ -1,0 +1,39 @@
+# Helpers for the shell tests of the built programs.  Sourced, not run.
+set -euo pipefail
+
+fail() { echo "FAIL: $*" >&2; exit 1; }
+pass_count=0
+ok() { pass_count=$((pass_count + 1)); echo "ok: $*"; }
+
+# wait_for PATTERN FILE [SECONDS]: waits until FILE contains PATTERN.
+wait_for() {
+  local deadline=$((SECONDS + ${3:-30}))
+  until grep -q -- "$1" "$2" 2>/dev/null; do
+    [ $SECONDS -lt $deadline ] || return 1
+    sleep 0.05
+  done
+}
+
+# wait_exit PID [SECONDS]: waits for PID (a child of this shell) to end
+# and sets $exit_code (124 when it had to be killed at the deadline).
+# Not for $(...): a subshell cannot wait for its parent's children.
+wait_exit() {
+  local deadline=$((SECONDS + ${2:-30}))
+  while kill -0 "$1" 2>/dev/null; do
+    if [ $SECONDS -ge $deadline ]; then
+      kill -9 "$1" 2>/dev/null
+      break
+    fi
+    sleep 0.05
+  done
+  exit_code=0
+  wait "$1" || exit_code=$?
+  [ $SECONDS -lt $deadline ] || exit_code=124
+}
+
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/permit-cli-XXXXXX")
+cleanup() {
+  for p in $(jobs -p); do kill -9 "$p" 2>/dev/null || true; done
+  rm -rf "$tmp"
+}
+trap cleanup EXIT

@@ -1,0 +1,273 @@
+/* test_record: signed envelopes, field validation, tampering, bounds. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "permit/record.h"
+#include "testlib.h"
+
+static uint8_t rid[16], subj[32], nsha[32], oref[32], enc[32], ct[120],
+    refers[16];
+
+/* A valid opt-in record; the caller may break one field. */
+static void make_optin(Permit__V1__Record *r, Permit__V1__OptIn *o,
+                       Permit__V1__SealedContact *sc, Permit__V1__Evidence *ev) {
+  permit__v1__record__init(r);
+  permit__v1__opt_in__init(o);
+  permit__v1__sealed_contact__init(sc);
+  permit__v1__evidence__init(ev);
+  r->record_id = (ProtobufCBinaryData){sizeof rid, rid};
+  r->issuer = "tixly.example";
+  r->audience = "fillmore.example";
+  r->list_id = "newsletter";
+  r->subject = (ProtobufCBinaryData){sizeof subj, subj};
+  r->issued_at_ms = 1790000000000;
+  r->kind_case = PERMIT__V1__RECORD__KIND_OPT_IN;
+  r->opt_in = o;
+  o->notice_version = 3;
+  o->notice_sha256 = (ProtobufCBinaryData){sizeof nsha, nsha};
+  o->collected_at_ms = 1790000000000;
+  o->method = "checkout-checkbox";
+  o->order_ref_hash = (ProtobufCBinaryData){sizeof oref, oref};
+  ev->user_agent = "Mozilla/5.0";
+  ev->ip_prefix = "203.0.113.0/24";
+  o->evidence = ev;
+  sc->kem_id = 0x20;
+  sc->kdf_id = 1;
+  sc->aead_id = 3;
+  sc->recipient_key_id = "0123456789abcdef";
+  sc->enc = (ProtobufCBinaryData){sizeof enc, enc};
+  sc->ciphertext = (ProtobufCBinaryData){sizeof ct, ct};
+  o->sealed_contact = sc;
+}
+
+/* Signs |r| and checks that validation fails with a message naming
+ * |field|. */
+static void expect_invalid(const Permit__V1__Record *r, const char *field,
+                           const permit_sign_key *k) {
+  permit_err err = {0};
+  uint8_t *out = NULL;
+  size_t n;
+  int rc = permit_record_sign(r, k, &out, &n, &err);
+  CHECKF(rc == PERMIT_EINVAL, "field %s: rc %d", field, rc);
+  CHECKF(strstr(err.msg, field) != NULL, "message \"%s\" lacks \"%s\"",
+         err.msg, field);
+  free(out);
+}
+
+static void test_roundtrip_and_tamper(void) {
+  permit_sign_key *k, *other;
+  CHECK(permit_sign_key_generate(&k) == 0);
+  CHECK(permit_sign_key_generate(&other) == 0);
+  permit_trusted_key tk;
+  permit_trusted_key_set(&tk, permit_sign_key_public(k));
+
+  Permit__V1__Record r;
+  Permit__V1__OptIn o;
+  Permit__V1__SealedContact sc;
+  Permit__V1__Evidence ev;
+  make_optin(&r, &o, &sc, &ev);
+  permit_err err = {0};
+  uint8_t *env = NULL;
+  size_t n = 0;
+  CHECK(permit_record_sign(&r, k, &env, &n, &err) == 0);
+
+  Permit__V1__Record *got = NULL;
+  CHECK(permit_record_verify(env, n, &tk, 1, &got, &err) == 0);
+  CHECK(got != NULL && strcmp(got->issuer, "tixly.example") == 0);
+  CHECK(got != NULL && got->kind_case == PERMIT__V1__RECORD__KIND_OPT_IN &&
+        got->opt_in->notice_version == 3 &&
+        got->opt_in->sealed_contact->ciphertext.len == sizeof ct);
+  permit_record_free(got);
+
+  /* Every single-bit flip anywhere in the envelope must fail. */
+  int accepted = 0;
+  for (size_t i = 0; i < n * 8; i++) {
+    env[i / 8] ^= (uint8_t)(1u << (i % 8));
+    Permit__V1__Record *x = NULL;
+    if (permit_record_verify(env, n, &tk, 1, &x, NULL) == 0) {
+      accepted++;
+      permit_record_free(x);
+    }
+    env[i / 8] ^= (uint8_t)(1u << (i % 8));
+  }
+  CHECKF(accepted == 0, "%d of %zu bit flips were accepted", accepted, n * 8);
+
+  /* Every truncation fails with a message. */
+  int trunc_ok = 0;
+  for (size_t len = 0; len < n; len++) {
+    Permit__V1__Record *x = NULL;
+    permit_err e = {0};
+    if (permit_record_verify(env, len, &tk, 1, &x, &e) == 0 ||
+        e.msg[0] == '\0') {
+      trunc_ok++;
+      permit_record_free(x);
+    }
+  }
+  CHECK(trunc_ok == 0);
+
+  /* Signed by a key that is not trusted: unknown key id. */
+  uint8_t *env2 = NULL;
+  size_t n2;
+  CHECK(permit_record_sign(&r, other, &env2, &n2, &err) == 0);
+  CHECK(permit_record_verify(env2, n2, &tk, 1, &got, &err) ==
+        PERMIT_ENOTFOUND);
+  CHECK(strstr(err.msg, "not trusted") != NULL);
+
+  /* Signed by another key but claiming the trusted key's id. */
+  Permit__V1__SignedRecord *sr =
+      permit__v1__signed_record__unpack(NULL, n2, env2);
+  CHECK(sr != NULL);
+  if (sr != NULL) {
+    char *saved = sr->key_id;
+    sr->key_id = tk.key_id;
+    uint8_t forged[4096];
+    size_t fn = permit__v1__signed_record__pack(sr, forged);
+    sr->key_id = saved;
+    CHECK(permit_record_verify(forged, fn, &tk, 1, &got, &err) ==
+          PERMIT_EVERIFY);
+    permit__v1__signed_record__free_unpacked(sr, NULL);
+  }
+  free(env2);
+
+  /* A checkpoint signature is not a record signature (domain separation). */
+  uint8_t body[1024];
+  size_t bl = permit__v1__record__get_packed_size(&r);
+  permit__v1__record__pack(&r, body);
+  uint8_t *cpenv = NULL;
+  size_t cpn;
+  CHECK(permit_envelope_sign("permit/v1/checkpoint\n", body, bl, k, &cpenv,
+                             &cpn, &err) == 0);
+  CHECK(permit_record_verify(cpenv, cpn, &tk, 1, &got, &err) ==
+        PERMIT_EVERIFY);
+  free(cpenv);
+
+  /* An envelope with an unknown (unsigned) field is refused. */
+  uint8_t extra[8192];
+  memcpy(extra, env, n);
+  extra[n] = (9 << 3) | 0; /* field 9, varint */
+  extra[n + 1] = 1;
+  CHECK(permit_record_verify(extra, n + 2, &tk, 1, &got, &err) ==
+        PERMIT_EINVAL);
+  CHECK(strstr(err.msg, "unknown") != NULL);
+
+  /* Oversized input is refused before parsing. */
+  uint8_t *big = calloc(1, PERMIT_RECORD_MAX_LEN + 1);
+  CHECK(permit_record_verify(big, PERMIT_RECORD_MAX_LEN + 1, &tk, 1, &got,
+                             &err) == PERMIT_ETOOBIG);
+  CHECK(strstr(err.msg, "limit") != NULL);
+  free(big);
+  CHECK(permit_record_verify(env, 0, &tk, 1, &got, &err) == PERMIT_EINVAL);
+
+  /* A validly signed body that is not a valid record. */
+  uint8_t junk[] = {0x0a, 0x05, 'h', 'e', 'l', 'l', 'o'};
+  uint8_t *jenv = NULL;
+  size_t jn;
+  CHECK(permit_envelope_sign(PERMIT_RECORD_CONTEXT, junk, sizeof junk, k,
+                             &jenv, &jn, &err) == 0);
+  CHECK(permit_record_verify(jenv, jn, &tk, 1, &got, &err) == PERMIT_EINVAL);
+  free(jenv);
+
+  free(env);
+  permit_sign_key_free(k);
+  permit_sign_key_free(other);
+}
+
+static void test_validation(void) {
+  permit_sign_key *k;
+  CHECK(permit_sign_key_generate(&k) == 0);
+  Permit__V1__Record r;
+  Permit__V1__OptIn o;
+  Permit__V1__SealedContact sc;
+  Permit__V1__Evidence ev;
+
+#define BREAK(stmt, field)              \
+  do {                                  \
+    make_optin(&r, &o, &sc, &ev);       \
+    stmt;                               \
+    expect_invalid(&r, field, k);       \
+  } while (0)
+
+  BREAK(r.record_id.len = 15, "record_id");
+  BREAK(r.issuer = "Tixly.example", "issuer");
+  BREAK(r.issuer = "", "issuer");
+  BREAK(r.issuer = "-bad.example", "issuer");
+  BREAK(r.issuer = "a..b", "issuer");
+  BREAK(r.audience = "fill more", "audience");
+  BREAK(r.audience = "tixly.example", "same node");
+  BREAK(r.list_id = "News", "list id");
+  BREAK(r.list_id = "", "list id");
+  BREAK(r.subject.len = 31, "subject");
+  BREAK(r.issued_at_ms = 0, "issued_at_ms");
+  BREAK(r.kind_case = PERMIT__V1__RECORD__KIND__NOT_SET, "kind");
+  BREAK(o.notice_version = 0, "notice_version");
+  BREAK(o.notice_sha256.len = 0, "notice_sha256");
+  BREAK(o.collected_at_ms = -1, "collected_at_ms");
+  BREAK(o.method = "", "method");
+  BREAK(o.method = "a\nb", "method");
+  BREAK(o.order_ref_hash.len = 16, "order_ref_hash");
+  BREAK(o.sealed_contact = NULL, "sealed_contact");
+  BREAK(sc.aead_id = 2, "HPKE suite");
+  BREAK(sc.enc.len = 31, "enc");
+  BREAK(sc.ciphertext.len = 16, "ciphertext");
+  BREAK(sc.recipient_key_id = "xyz", "recipient_key_id");
+  char longua[600];
+  memset(longua, 'a', sizeof longua - 1);
+  longua[sizeof longua - 1] = '\0';
+  BREAK(ev.user_agent = longua, "user_agent");
+  char longname[300];
+  memset(longname, 'a', sizeof longname - 1);
+  longname[sizeof longname - 1] = '\0';
+  BREAK(r.issuer = longname, "issuer");
+
+  /* Withdrawal and erasure records. */
+  Permit__V1__Withdrawal w = PERMIT__V1__WITHDRAWAL__INIT;
+  make_optin(&r, &o, &sc, &ev);
+  r.kind_case = PERMIT__V1__RECORD__KIND_WITHDRAWAL;
+  r.withdrawal = &w;
+  w.refers_to = (ProtobufCBinaryData){sizeof refers, refers};
+  w.withdrawn_at_ms = 1790000000001;
+  expect_invalid(&r, "reason", k);
+  w.reason = PERMIT__V1__WITHDRAWAL_REASON__WITHDRAWAL_REASON_BUYER_REQUEST;
+  permit_err err;
+  uint8_t *env;
+  size_t n;
+  CHECK(permit_record_sign(&r, k, &env, &n, &err) == 0);
+  permit_trusted_key tk;
+  permit_trusted_key_set(&tk, permit_sign_key_public(k));
+  Permit__V1__Record *got = NULL;
+  CHECK(permit_record_verify(env, n, &tk, 1, &got, &err) == 0);
+  CHECK(got && got->kind_case == PERMIT__V1__RECORD__KIND_WITHDRAWAL &&
+        memcmp(got->withdrawal->refers_to.data, refers, 16) == 0);
+  permit_record_free(got);
+  free(env);
+  w.refers_to.len = 0;
+  expect_invalid(&r, "refers_to", k);
+
+  Permit__V1__Erasure e = PERMIT__V1__ERASURE__INIT;
+  r.kind_case = PERMIT__V1__RECORD__KIND_ERASURE;
+  r.erasure = &e;
+  expect_invalid(&r, "requested_at_ms", k);
+  e.requested_at_ms = 5;
+  CHECK(permit_record_sign(&r, k, &env, &n, &err) == 0);
+  free(env);
+
+  CHECK(permit_name_validate("tixly.example", NULL) == 0);
+  CHECK(permit_name_validate("a-b.c1", NULL) == 0);
+  CHECK(permit_name_validate("a-.b", NULL) == PERMIT_EINVAL);
+  CHECK(permit_name_validate("a.", NULL) == PERMIT_EINVAL);
+  permit_sign_key_free(k);
+}
+
+int main(void) {
+  for (size_t i = 0; i < sizeof ct; i++) ct[i] = (uint8_t)i;
+  memset(rid, 1, sizeof rid);
+  memset(subj, 2, sizeof subj);
+  memset(nsha, 3, sizeof nsha);
+  memset(oref, 4, sizeof oref);
+  memset(enc, 5, sizeof enc);
+  memset(refers, 6, sizeof refers);
+  test_roundtrip_and_tamper();
+  test_validation();
+  permit_crypto_cleanup();
+  return test_finish("test_record");
+}
