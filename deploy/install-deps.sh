@@ -8,7 +8,7 @@ set -euo pipefail
 
 build=(cmake make gcc pkg-config libssl-dev libprotobuf-c-dev
        protobuf-c-compiler librocksdb-dev libjansson-dev)
-test=(openssl)
+test=(openssl python3)
 
 case "${1:-test}" in
   build) want=("${build[@]}") ;;

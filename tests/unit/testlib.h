@@ -1,7 +1,8 @@
 /*
  * testlib.h - the few helpers every unit test shares: checks that count
  * and report failures, and loading of the JSON known-answer files under
- * tests/vectors/ (path given by the PERMIT_VECTORS compile definition).
+ * tests/vectors/ (path given by the PERMIT_VECTORS compile definition, or
+ * by $PERMIT_VECTORS_DIR when set).
  *
  * A test binary returns test_finish(): 0 when every check passed.
  */
