@@ -293,6 +293,8 @@ void permit_sign_key_free(permit_sign_key *key) {
   free(key);
 }
 
+EVP_PKEY *permit_sign_key_evp(const permit_sign_key *key) { return key->pkey; }
+
 const uint8_t *permit_sign_key_public(const permit_sign_key *key) {
   return key->pub;
 }

@@ -21,4 +21,11 @@ typedef struct permit_algs {
 /* The fetched algorithms, or NULL when permit_crypto_init() failed. */
 const permit_algs *permit_algs_get(void);
 
+/*
+ * The OpenSSL key inside |key|, borrowed (valid while |key| lives), for the
+ * transport's certificates and TLS contexts.
+ */
+struct permit_sign_key;
+EVP_PKEY *permit_sign_key_evp(const struct permit_sign_key *key);
+
 #endif

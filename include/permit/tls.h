@@ -1,0 +1,81 @@
+/*
+ * permit/tls.h - TLS 1.3 for Permit's listeners and peer connections, on
+ * OpenSSL 3.0.
+ *
+ * Peers authenticate each other by key, not by a CA (the WireGuard and
+ * Syncthing model): each node's certificate is self-signed with its
+ * Ed25519 identity key, and a handshake succeeds only when the other
+ * side's certificate key is in the pin set.  ALPN is "h2" only.
+ */
+#ifndef PERMIT_TLS_H
+#define PERMIT_TLS_H
+
+#include <openssl/ssl.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "permit/crypto.h"
+#include "permit/error.h"
+
+/*
+ * Makes a self-signed X.509 v3 certificate for |key| with subject and
+ * subjectAltName DNS |name|, valid from one hour ago for ten years, signed
+ * with Ed25519.  |*pem| is malloc'd PEM text of |*len| bytes (caller frees).
+ */
+int permit_tls_cert_create(const permit_sign_key *key, const char *name,
+                           char **pem, size_t *len, permit_err *err);
+
+/*
+ * The set of peer identity keys a node accepts, changeable while
+ * connections are made (peer add/remove).  Thread safe.
+ */
+typedef struct permit_pinset permit_pinset;
+
+/* A new empty set (refcount 1), or NULL when out of memory. */
+permit_pinset *permit_pinset_new(void);
+void permit_pinset_ref(permit_pinset *ps);
+/* Drops a reference; the set is freed with the last. */
+void permit_pinset_unref(permit_pinset *ps);
+
+/* Pins |pub| (an Ed25519 public key) under the peer name |name|. */
+int permit_pinset_add(permit_pinset *ps, const uint8_t pub[32],
+                      const char *name);
+/* Unpins |pub|; PERMIT_ENOTFOUND when it was not pinned. */
+int permit_pinset_remove(permit_pinset *ps, const uint8_t pub[32]);
+/*
+ * Looks |pub| up; when pinned copies the peer name into |name| (capacity
+ * |cap|, may be NULL) and returns 0, else PERMIT_ENOTFOUND.
+ */
+int permit_pinset_lookup(permit_pinset *ps, const uint8_t pub[32], char *name,
+                         size_t cap);
+
+/*
+ * A server context: TLS 1.3 only, ALPN "h2" only (a client offering no h2
+ * fails the handshake), certificate from |cert_pem| and |key|.  When
+ * |pins| is not NULL, a client certificate is required and must carry a
+ * pinned Ed25519 key (the context keeps a reference); a handshake from an
+ * unpinned key fails and is logged (event "tls.unpinned_peer") with the
+ * offered key id.  When |pins| is NULL no client certificate is asked for.
+ * Caller frees with SSL_CTX_free().
+ */
+SSL_CTX *permit_tls_server_ctx(const permit_sign_key *key,
+                               const char *cert_pem, permit_pinset *pins,
+                               permit_err *err);
+
+/*
+ * A client context: TLS 1.3 only, offers ALPN "h2", presents |cert_pem| /
+ * |key|, and accepts the server only when its certificate key is in
+ * |pins| (required).  Caller frees with SSL_CTX_free().
+ */
+SSL_CTX *permit_tls_client_ctx(const permit_sign_key *key,
+                               const char *cert_pem, permit_pinset *pins,
+                               permit_err *err);
+
+/*
+ * After a completed handshake: the other side's Ed25519 public key into
+ * |pub| and, when |name| is not NULL, its pinned peer name.  PERMIT_EPERM
+ * when it presented no certificate or an unpinned one.
+ */
+int permit_tls_peer(SSL *ssl, uint8_t pub[32], char *name, size_t cap);
+
+#endif
