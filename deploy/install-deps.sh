@@ -6,7 +6,8 @@
 # without touching apt.
 set -euo pipefail
 
-build=(cmake make gcc pkg-config libssl-dev libprotobuf-c-dev
+build=(cmake make gcc pkg-config libssl-dev libprotobuf-c-dev libnghttp2-dev
+       libevent-dev
        protobuf-c-compiler librocksdb-dev libjansson-dev)
 test=(openssl python3)
 

@@ -17,10 +17,15 @@
 #include "permit/crypto.h"
 #include "permit/error.h"
 
+/* Longest node name, as permit_name_validate() allows. */
+#define PERMIT_TLS_NAME_MAX 253
+
 /*
  * Makes a self-signed X.509 v3 certificate for |key| with subject and
  * subjectAltName DNS |name|, valid from one hour ago for ten years, signed
- * with Ed25519.  |*pem| is malloc'd PEM text of |*len| bytes (caller frees).
+ * with Ed25519.  |name| must be a node name; one over 64 characters gets
+ * no CN and a critical SAN instead.  |*pem| is malloc'd, NUL-terminated
+ * PEM text of |*len| bytes (caller frees).
  */
 int permit_tls_cert_create(const permit_sign_key *key, const char *name,
                            char **pem, size_t *len, permit_err *err);
@@ -37,7 +42,13 @@ void permit_pinset_ref(permit_pinset *ps);
 /* Drops a reference; the set is freed with the last. */
 void permit_pinset_unref(permit_pinset *ps);
 
-/* Pins |pub| (an Ed25519 public key) under the peer name |name|. */
+/*
+ * Pins |pub| (an Ed25519 public key) under the peer name |name|.  Returns
+ * 0 (also when the same key is pinned under the same name again),
+ * PERMIT_EEXIST when the key is pinned under another name, PERMIT_EINVAL
+ * for a name that is not a node name, PERMIT_ETOOBIG over 253 characters.
+ * Two keys may share a name (key rotation).
+ */
 int permit_pinset_add(permit_pinset *ps, const uint8_t pub[32],
                       const char *name);
 /* Unpins |pub|; PERMIT_ENOTFOUND when it was not pinned. */
@@ -45,6 +56,8 @@ int permit_pinset_remove(permit_pinset *ps, const uint8_t pub[32]);
 /*
  * Looks |pub| up; when pinned copies the peer name into |name| (capacity
  * |cap|, may be NULL) and returns 0, else PERMIT_ENOTFOUND.
+ * PERMIT_ETOOBIG when the name does not fit |cap| (never truncated: a cut
+ * name could match another peer's).
  */
 int permit_pinset_lookup(permit_pinset *ps, const uint8_t pub[32], char *name,
                          size_t cap);
@@ -65,7 +78,9 @@ SSL_CTX *permit_tls_server_ctx(const permit_sign_key *key,
 /*
  * A client context: TLS 1.3 only, offers ALPN "h2", presents |cert_pem| /
  * |key|, and accepts the server only when its certificate key is in
- * |pins| (required).  Caller frees with SSL_CTX_free().
+ * |pins| (required).  It does not refuse a server that selects no ALPN
+ * protocol: check SSL_get0_alpn_selected() after the handshake.  Caller
+ * frees with SSL_CTX_free().
  */
 SSL_CTX *permit_tls_client_ctx(const permit_sign_key *key,
                                const char *cert_pem, permit_pinset *pins,
@@ -74,8 +89,17 @@ SSL_CTX *permit_tls_client_ctx(const permit_sign_key *key,
 /*
  * After a completed handshake: the other side's Ed25519 public key into
  * |pub| and, when |name| is not NULL, its pinned peer name.  PERMIT_EPERM
- * when it presented no certificate or an unpinned one.
+ * when it presented no certificate or an unpinned one (also one unpinned
+ * after the handshake), PERMIT_ETOOBIG when the name does not fit |cap|.
  */
 int permit_tls_peer(SSL *ssl, uint8_t pub[32], char *name, size_t cap);
+
+/*
+ * Reads the Ed25519 public key of the PEM certificate |pem| (|len| bytes)
+ * into |pub|.  PERMIT_EINVAL when it is not a certificate or its key is
+ * of another type.
+ */
+int permit_tls_cert_key(const char *pem, size_t len, uint8_t pub[32],
+                        permit_err *err);
 
 #endif

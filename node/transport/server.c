@@ -1,0 +1,1194 @@
+/*
+ * server.c - gRPC over HTTP/2 on nghttp2 and libevent (server side).
+ *
+ * Layers, bottom up: a worker owns an event loop and its connections; a
+ * connection owns a bufferevent (plain or OpenSSL) and an nghttp2
+ * session; a stream owns one call.  nghttp2 is driven in memory
+ * (mem_recv / mem_send) and never re-entered: anything that wants to send
+ * from outside nghttp2's callbacks activates the connection's flush event,
+ * which runs from the loop.
+ */
+#include "permit/server.h"
+
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
+#include <event2/listener.h>
+#include <event2/thread.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <nghttp2/nghttp2.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+#include <unistd.h>
+#include <openssl/err.h>
+
+#include "permit/record.h"
+
+#include "permit/logging.h"
+#include "permit/tls.h"
+#include "permit/util.h"
+
+#define MAX_LISTENERS 4
+#define OUT_HIGH (64 * 1024) /* stop asking nghttp2 for frames above this */
+#define OUT_LOW (16 * 1024)  /* and resume below this */
+#define PATH_MAX_LEN 256
+#define NSTATUS 17
+
+typedef struct permit_server permit_server;
+typedef struct worker worker;
+typedef struct conn conn;
+typedef struct stream stream;
+
+typedef struct listener {
+  permit_server *srv;
+  int index;
+  char *name;
+  char *bearer;
+  SSL_CTX *tls;
+  const permit_method *methods;
+  size_t nmethods;
+  const permit_http_route *routes;
+  size_t nroutes;
+  int port;
+  /* Counters, read by the metrics endpoint from any thread. */
+  atomic_uint_fast64_t accepted, refused, open, handshake_failed, streams,
+      bytes_in, bytes_out;
+  atomic_uint_fast64_t *calls; /* (nmethods + 1) * NSTATUS */
+} listener;
+
+struct worker {
+  permit_server *srv;
+  int index;
+  struct event_base *base;
+  pthread_t thread;
+  struct evconnlistener *lev[MAX_LISTENERS];
+  void *lev_arg[MAX_LISTENERS];
+  conn *conns;
+};
+
+struct permit_server {
+  permit_server_limits lim;
+  int nworkers;
+  worker *workers;
+  listener listeners[MAX_LISTENERS];
+  int nlisteners;
+  int started;
+  atomic_int nconns;
+};
+
+struct permit_call {
+  stream *st;
+  const permit_method *m;
+  int method_index;
+  void *data;
+  struct evbuffer *out;
+  struct event *deadline;
+  int headers_sent, finished, deferred, closed, was_full, routed;
+  int status;
+  char message[512];
+};
+
+struct stream {
+  conn *c;
+  int32_t id;
+  stream *prev, *next;
+  /* request */
+  char path[PATH_MAX_LEN];
+  char method[8];
+  char content_type[64];
+  char encoding[32];
+  char authz[256];
+  int64_t timeout_us; /* -1: none */
+  int bad_timeout, path_too_long;
+  size_t header_bytes;
+  int half_closed;
+  permit_grpc_deframer df;
+  uint8_t *req;
+  size_t req_len;
+  int req_count;
+  /* plain HTTP response */
+  struct evbuffer *http_body;
+  permit_call call;
+};
+
+struct conn {
+  worker *w;
+  listener *l;
+  struct bufferevent *bev;
+  nghttp2_session *h2;
+  struct event *flush_ev, *idle_ev;
+  conn *prev, *next;
+  stream *streams;
+  int nstreams;
+  int established, closing;
+  char peer[PERMIT_NAME_MAX + 1];
+  int has_peer;
+  char addr[64];
+};
+
+void permit_server_limits_default(permit_server_limits *l) {
+  l->max_message = 1 << 20;
+  l->max_concurrent_streams = 128;
+  l->max_header_list = 16 * 1024;
+  l->handshake_timeout_ms = 10000;
+  l->idle_timeout_ms = 300000;
+  l->max_connections = 4096;
+  l->call_high_water = 256 * 1024;
+}
+
+/* ---------------------------------------------------------------- */
+/* connections                                                        */
+
+static void conn_schedule_flush(conn *c) {
+  if (c->flush_ev != NULL) event_active(c->flush_ev, 0, 0);
+}
+
+static void call_close(stream *st, int cancelled);
+
+static void stream_free(stream *st) {
+  conn *c = st->c;
+  if (st->prev != NULL)
+    st->prev->next = st->next;
+  else
+    c->streams = st->next;
+  if (st->next != NULL) st->next->prev = st->prev;
+  c->nstreams--;
+  permit_grpc_deframer_free(&st->df);
+  free(st->req);
+  if (st->call.out != NULL) evbuffer_free(st->call.out);
+  if (st->call.deadline != NULL) event_free(st->call.deadline);
+  if (st->http_body != NULL) evbuffer_free(st->http_body);
+  free(st);
+  if (c->nstreams == 0 && c->idle_ev != NULL) {
+    struct timeval tv = {c->w->srv->lim.idle_timeout_ms / 1000,
+                         (c->w->srv->lim.idle_timeout_ms % 1000) * 1000};
+    event_add(c->idle_ev, &tv);
+  }
+}
+
+static void conn_free(conn *c) {
+  /* nghttp2_session_del() runs no callbacks: end the calls first. */
+  while (c->streams != NULL) {
+    stream *st = c->streams;
+    call_close(st, 1);
+    stream_free(st);
+  }
+  if (c->prev != NULL)
+    c->prev->next = c->next;
+  else
+    c->w->conns = c->next;
+  if (c->next != NULL) c->next->prev = c->prev;
+  nghttp2_session_del(c->h2);
+  if (c->flush_ev != NULL) event_free(c->flush_ev);
+  if (c->idle_ev != NULL) event_free(c->idle_ev);
+  bufferevent_free(c->bev);
+  atomic_fetch_sub(&c->l->open, 1);
+  atomic_fetch_sub(&c->w->srv->nconns, 1);
+  worker *w = c->w;
+  int closing = c->closing;
+  free(c);
+  if (closing && w->conns == NULL) event_base_loopexit(w->base, NULL);
+}
+
+/* Sends what nghttp2 has, within the output bound; closes when done. */
+static void conn_flush(conn *c) {
+  struct evbuffer *out = bufferevent_get_output(c->bev);
+  while (c->h2 != NULL && evbuffer_get_length(out) < OUT_HIGH) {
+    const uint8_t *data;
+    ssize_t n = nghttp2_session_mem_send(c->h2, &data);
+    if (n < 0) {
+      permit_logf(PERMIT_LEVEL_WARN, "h2.send_failed", "%s %s: %s",
+                  c->l->name, c->addr, nghttp2_strerror((int)n));
+      conn_free(c);
+      return;
+    }
+    if (n == 0) break;
+    atomic_fetch_add(&c->l->bytes_out, (uint64_t)n);
+    evbuffer_add(out, data, (size_t)n);
+  }
+  /* Tell streaming handlers whose queues drained that they may go on. */
+  for (stream *st = c->streams, *next; st != NULL; st = next) {
+    next = st->next;
+    permit_call *call = &st->call;
+    if (call->was_full && !call->finished &&
+        evbuffer_get_length(call->out) < c->w->srv->lim.call_high_water / 2) {
+      call->was_full = 0;
+      if (call->m != NULL && call->m->on_writable != NULL)
+        call->m->on_writable(call);
+    }
+  }
+  if (c->h2 == NULL || evbuffer_get_length(out) != 0 ||
+      nghttp2_session_want_write(c->h2))
+    return;
+  /* Done: the peer or we ended the session, or we are stopping and every
+   * stream has been answered. */
+  if (!nghttp2_session_want_read(c->h2) || (c->closing && c->nstreams == 0))
+    conn_free(c);
+}
+
+static void on_flush_event(evutil_socket_t fd, short what, void *arg) {
+  (void)fd, (void)what;
+  conn_flush(arg);
+}
+
+static void on_idle(evutil_socket_t fd, short what, void *arg) {
+  conn *c = arg;
+  (void)fd, (void)what;
+  if (c->nstreams > 0) return;
+  permit_logf(PERMIT_LEVEL_DEBUG, "conn.idle", "%s %s idle, closing",
+              c->l->name, c->addr);
+  nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
+  conn_flush(c);
+}
+
+static void on_read(struct bufferevent *bev, void *arg) {
+  conn *c = arg;
+  struct evbuffer *in = bufferevent_get_input(bev);
+  size_t total = evbuffer_get_length(in);
+  if (!c->established) {
+    /* The first bytes arrived: the handshake timeout no longer applies. */
+    bufferevent_set_timeouts(bev, NULL, NULL);
+    c->established = 1;
+  }
+  struct evbuffer_iovec v[16];
+  int n = evbuffer_peek(in, -1, NULL, v, 16);
+  if (n > 16) n = 16;
+  size_t used = 0;
+  for (int i = 0; i < n; i++) {
+    ssize_t r = nghttp2_session_mem_recv(c->h2, v[i].iov_base, v[i].iov_len);
+    if (r < 0) {
+      permit_logf(PERMIT_LEVEL_INFO, "h2.protocol_error", "%s %s: %s",
+                  c->l->name, c->addr, nghttp2_strerror((int)r));
+      evbuffer_drain(in, total);
+      /* nghttp2 has queued a GOAWAY for most errors: try to send it. */
+      conn_flush(c);
+      return;
+    }
+    used += v[i].iov_len;
+  }
+  atomic_fetch_add(&c->l->bytes_in, used);
+  evbuffer_drain(in, used);
+  conn_flush(c);
+}
+
+static void on_write(struct bufferevent *bev, void *arg) {
+  (void)bev;
+  conn_flush(arg);
+}
+
+/* ---------------------------------------------------------------- */
+/* calls                                                              */
+
+static int find_method(listener *l, const char *path) {
+  for (size_t i = 0; i < l->nmethods; i++)
+    if (strcmp(l->methods[i].path, path) == 0) return (int)i;
+  return -1;
+}
+
+static void count_call(stream *st, int status) {
+  listener *l = st->c->l;
+  int mi = st->call.method_index >= 0 ? st->call.method_index : (int)l->nmethods;
+  if (status < 0 || status >= NSTATUS) status = PERMIT_GRPC_UNKNOWN;
+  atomic_fetch_add(&l->calls[mi * NSTATUS + status], 1);
+}
+
+/* Ends the handler's part exactly once. */
+static void call_close(stream *st, int cancelled) {
+  permit_call *call = &st->call;
+  if (call->closed) return;
+  call->closed = 1;
+  if (!call->finished) {
+    call->finished = 1;
+    call->status = PERMIT_GRPC_CANCELLED;
+  }
+  if (call->out != NULL) /* a gRPC call, not a plain HTTP request */
+    count_call(st, cancelled && call->status == PERMIT_GRPC_OK
+                       ? PERMIT_GRPC_CANCELLED
+                       : call->status);
+  if (call->routed && call->m->on_close != NULL)
+    call->m->on_close(call, cancelled);
+}
+
+static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf,
+                         size_t length, uint32_t *flags,
+                         nghttp2_data_source *src, void *user) {
+  stream *st = src->ptr;
+  permit_call *call = &st->call;
+  (void)user;
+  size_t have = evbuffer_get_length(call->out);
+  size_t n = have < length ? have : length;
+  if (n > 0) evbuffer_remove(call->out, buf, n);
+  if (have > n) return (ssize_t)n;
+  if (!call->finished) {
+    if (n > 0) return (ssize_t)n;
+    call->deferred = 1;
+    return NGHTTP2_ERR_DEFERRED;
+  }
+  /* Finished and drained: end the body and send the trailers. */
+  char status[8], msg[sizeof call->message * 3];
+  snprintf(status, sizeof status, "%d", call->status);
+  permit_grpc_percent_encode(call->message, msg, sizeof msg);
+  nghttp2_nv trl[2] = {
+      {(uint8_t *)"grpc-status", (uint8_t *)status, 11, strlen(status),
+       NGHTTP2_NV_FLAG_NONE},
+      {(uint8_t *)"grpc-message", (uint8_t *)msg, 12, strlen(msg),
+       NGHTTP2_NV_FLAG_NONE}};
+  *flags |= NGHTTP2_DATA_FLAG_EOF;
+  if (nghttp2_submit_trailer(h2, id, trl, msg[0] ? 2 : 1) == 0)
+    *flags |= NGHTTP2_DATA_FLAG_NO_END_STREAM;
+  return (ssize_t)n;
+}
+
+#define NV(n, v) \
+  {(uint8_t *)(n), (uint8_t *)(v), sizeof(n) - 1, strlen(v), NGHTTP2_NV_FLAG_NONE}
+
+/* Sends the response headers with the body to come from call->out. */
+static int call_start_response(permit_call *call) {
+  stream *st = call->st;
+  nghttp2_nv hdrs[] = {NV(":status", "200"),
+                       NV("content-type", "application/grpc"),
+                       NV("grpc-accept-encoding", "identity")};
+  nghttp2_data_provider prd = {.source.ptr = st, .read_callback = data_read};
+  int rv = nghttp2_submit_response(st->c->h2, st->id, hdrs, 3, &prd);
+  if (rv != 0) return PERMIT_EIO;
+  call->headers_sent = 1;
+  return 0;
+}
+
+int permit_call_send(permit_call *call, const uint8_t *msg, size_t len) {
+  stream *st = call->st;
+  if (call->finished) return PERMIT_EINVAL;
+  if (len > st->c->w->srv->lim.max_message) return PERMIT_ETOOBIG;
+  uint8_t hdr[PERMIT_GRPC_FRAME_HEADER];
+  permit_grpc_frame_header(hdr, (uint32_t)len);
+  if (evbuffer_add(call->out, hdr, sizeof hdr) != 0 ||
+      evbuffer_add(call->out, msg, len) != 0)
+    return PERMIT_ENOMEM;
+  if (!call->headers_sent) {
+    if (call_start_response(call) != 0) return PERMIT_EIO;
+  } else if (call->deferred) {
+    call->deferred = 0;
+    nghttp2_session_resume_data(st->c->h2, st->id);
+  }
+  if (evbuffer_get_length(call->out) >= st->c->w->srv->lim.call_high_water)
+    call->was_full = 1;
+  conn_schedule_flush(st->c);
+  return 0;
+}
+
+void permit_call_finish(permit_call *call, int status, const char *fmt, ...) {
+  stream *st = call->st;
+  if (call->finished) return;
+  call->finished = 1;
+  call->status = status;
+  call->message[0] = '\0';
+  if (fmt != NULL && status != PERMIT_GRPC_OK) {
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(call->message, sizeof call->message, fmt, ap);
+    va_end(ap);
+  }
+  if (call->deadline != NULL) event_del(call->deadline);
+  if (!call->headers_sent) {
+    /* Trailers-Only: one HEADERS frame that ends the stream. */
+    char code[8], msg[sizeof call->message * 3];
+    snprintf(code, sizeof code, "%d", status);
+    permit_grpc_percent_encode(call->message, msg, sizeof msg);
+    nghttp2_nv hdrs[] = {NV(":status", "200"),
+                         NV("content-type", "application/grpc"),
+                         NV("grpc-status", code), NV("grpc-message", msg)};
+    call->headers_sent = 1;
+    nghttp2_submit_response(st->c->h2, st->id, hdrs, msg[0] ? 4 : 3, NULL);
+  } else if (call->deferred) {
+    call->deferred = 0;
+    nghttp2_session_resume_data(st->c->h2, st->id);
+  }
+  if (status != PERMIT_GRPC_OK)
+    permit_logf(PERMIT_LEVEL_DEBUG, "grpc.call_failed", "%s %s: %s: %s",
+                st->c->l->name, st->path, permit_grpc_status_name(status),
+                call->message);
+  conn_schedule_flush(st->c);
+}
+
+size_t permit_call_queued(const permit_call *c) {
+  return evbuffer_get_length(c->out);
+}
+int permit_call_full(const permit_call *c) {
+  return evbuffer_get_length(c->out) >= c->st->c->w->srv->lim.call_high_water;
+}
+int permit_call_finished(const permit_call *c) { return c->finished; }
+void permit_call_set_data(permit_call *c, void *data) { c->data = data; }
+void *permit_call_data(const permit_call *c) { return c->data; }
+void *permit_call_method_arg(const permit_call *c) { return c->m->arg; }
+const char *permit_call_peer(const permit_call *c) {
+  return c->st->c->has_peer ? c->st->c->peer : NULL;
+}
+int permit_call_worker(const permit_call *c) { return c->st->c->w->index; }
+struct event_base *permit_call_base(const permit_call *c) {
+  return c->st->c->w->base;
+}
+
+static ssize_t http_body_read(nghttp2_session *h2, int32_t id, uint8_t *buf,
+                              size_t length, uint32_t *flags,
+                              nghttp2_data_source *src, void *user) {
+  stream *st = src->ptr;
+  (void)h2, (void)id, (void)user;
+  int n = evbuffer_remove(st->http_body, buf, length);
+  if (n < 0) return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  if (evbuffer_get_length(st->http_body) == 0) *flags |= NGHTTP2_DATA_FLAG_EOF;
+  return n;
+}
+
+/* A plain HTTP response (not gRPC) with an optional body. */
+static void http_respond(stream *st, int status, const char *ctype,
+                         const char *text) {
+  char code[8];
+  snprintf(code, sizeof code, "%d", status);
+  if (st->http_body == NULL) st->http_body = evbuffer_new();
+  if (text != NULL) evbuffer_add(st->http_body, text, strlen(text));
+  nghttp2_nv hdrs[] = {NV(":status", code), NV("content-type", ctype)};
+  nghttp2_data_provider prd = {.source.ptr = st,
+                               .read_callback = http_body_read};
+  st->call.headers_sent = 1;
+  st->call.finished = 1;
+  st->call.status = -1; /* not a gRPC call: not counted */
+  nghttp2_submit_response(st->c->h2, st->id, hdrs, 2, &prd);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg) {
+  permit_call *call = arg;
+  (void)fd, (void)what;
+  permit_call_finish(call, PERMIT_GRPC_DEADLINE_EXCEEDED,
+                     "deadline exceeded");
+}
+
+/* The request headers are complete: decide what the stream is. */
+static void stream_route(stream *st) {
+  conn *c = st->c;
+  listener *l = c->l;
+  permit_call *call = &st->call;
+  call->st = st;
+  call->method_index = -1;
+  if (strcmp(st->method, "GET") == 0) {
+    for (size_t i = 0; i < l->nroutes; i++)
+      if (strcmp(l->routes[i].path, st->path) == 0) {
+        const char *ctype = "text/plain; charset=utf-8";
+        st->http_body = evbuffer_new();
+        int status = l->routes[i].handler(l->routes[i].arg, st->http_body,
+                                          &ctype);
+        http_respond(st, status, ctype, NULL);
+        return;
+      }
+    http_respond(st, 404, "text/plain; charset=utf-8", "not found\n");
+    return;
+  }
+  if (strcmp(st->method, "POST") != 0) {
+    http_respond(st, 405, "text/plain; charset=utf-8",
+                 "gRPC calls use POST\n");
+    return;
+  }
+  if (strncmp(st->content_type, "application/grpc", 16) != 0 ||
+      (st->content_type[16] != '\0' && st->content_type[16] != '+' &&
+       st->content_type[16] != ';')) {
+    http_respond(st, 415, "text/plain; charset=utf-8",
+                 "content-type must be application/grpc\n");
+    return;
+  }
+  call->out = evbuffer_new();
+  call->method_index = find_method(l, st->path);
+  if (l->bearer != NULL) {
+    size_t want = strlen(l->bearer);
+    int ok = strncmp(st->authz, "Bearer ", 7) == 0 &&
+             strlen(st->authz + 7) == want &&
+             permit_memeq_ct(st->authz + 7, l->bearer, want);
+    if (!ok) {
+      permit_call_finish(call, PERMIT_GRPC_UNAUTHENTICATED,
+                         "missing or wrong bearer token");
+      return;
+    }
+  }
+  if (call->method_index < 0) {
+    permit_call_finish(call, PERMIT_GRPC_UNIMPLEMENTED,
+                       "unknown method %s", st->path_too_long
+                                                ? "(path too long)"
+                                                : st->path);
+    return;
+  }
+  if (st->encoding[0] != '\0' && strcmp(st->encoding, "identity") != 0) {
+    permit_call_finish(call, PERMIT_GRPC_UNIMPLEMENTED,
+                       "grpc-encoding %s is not supported (identity only)",
+                       st->encoding);
+    return;
+  }
+  if (st->bad_timeout) {
+    permit_call_finish(call, PERMIT_GRPC_INVALID_ARGUMENT,
+                       "malformed grpc-timeout");
+    return;
+  }
+  call->m = &l->methods[call->method_index];
+  if (st->timeout_us >= 0) {
+    if (st->timeout_us == 0) {
+      permit_call_finish(call, PERMIT_GRPC_DEADLINE_EXCEEDED,
+                         "deadline exceeded");
+      return;
+    }
+    call->deadline = evtimer_new(c->w->base, on_deadline, call);
+    struct timeval tv = {(time_t)(st->timeout_us / 1000000),
+                         (suseconds_t)(st->timeout_us % 1000000)};
+    evtimer_add(call->deadline, &tv);
+  }
+  call->routed = 1;
+}
+
+static int on_request_message(void *arg, const uint8_t *msg, size_t len,
+                              int compressed) {
+  stream *st = arg;
+  permit_call *call = &st->call;
+  if (compressed) {
+    permit_call_finish(call, PERMIT_GRPC_UNIMPLEMENTED,
+                       "compressed messages are not supported");
+    return 1;
+  }
+  if (call->m->kind == PERMIT_RPC_BIDI) {
+    call->m->on_message(call, msg, len);
+    return call->finished ? 1 : 0;
+  }
+  if (++st->req_count > 1) {
+    permit_call_finish(call, PERMIT_GRPC_INTERNAL,
+                       "%s takes exactly one request message", st->path);
+    return 1;
+  }
+  st->req = malloc(len ? len : 1);
+  if (st->req == NULL) {
+    permit_call_finish(call, PERMIT_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return 1;
+  }
+  memcpy(st->req, msg, len);
+  st->req_len = len;
+  return 0;
+}
+
+/* The client half-closed: a unary or server-streaming call can start. */
+static void stream_request_done(stream *st) {
+  permit_call *call = &st->call;
+  st->half_closed = 1;
+  if (!call->routed || call->finished) return;
+  if (!permit_grpc_deframer_idle(&st->df)) {
+    permit_call_finish(call, PERMIT_GRPC_INTERNAL,
+                       "request ended inside a message");
+    return;
+  }
+  if (call->m->kind == PERMIT_RPC_BIDI) {
+    if (call->m->on_half_close != NULL)
+      call->m->on_half_close(call);
+    else
+      permit_call_finish(call, PERMIT_GRPC_OK, NULL);
+    return;
+  }
+  if (st->req_count != 1) {
+    permit_call_finish(call, PERMIT_GRPC_INTERNAL,
+                       "%s takes exactly one request message", st->path);
+    return;
+  }
+  call->m->on_message(call, st->req, st->req_len);
+  free(st->req);
+  st->req = NULL;
+}
+
+/* ---------------------------------------------------------------- */
+/* nghttp2 callbacks                                                   */
+
+static int cb_begin_headers(nghttp2_session *h2, const nghttp2_frame *frame,
+                            void *user) {
+  conn *c = user;
+  if (frame->hd.type != NGHTTP2_HEADERS ||
+      frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  stream *st = calloc(1, sizeof *st);
+  if (st == NULL) return NGHTTP2_ERR_CALLBACK_FAILURE;
+  st->c = c;
+  st->id = frame->hd.stream_id;
+  st->timeout_us = -1;
+  st->call.st = st;
+  st->call.method_index = -1;
+  permit_grpc_deframer_init(&st->df, c->w->srv->lim.max_message);
+  st->next = c->streams;
+  if (c->streams != NULL) c->streams->prev = st;
+  c->streams = st;
+  c->nstreams++;
+  if (c->idle_ev != NULL) event_del(c->idle_ev);
+  atomic_fetch_add(&c->l->streams, 1);
+  nghttp2_session_set_stream_user_data(h2, st->id, st);
+  return 0;
+}
+
+static void copy_value(char *dst, size_t cap, const uint8_t *v, size_t len) {
+  if (len >= cap) len = cap - 1;
+  memcpy(dst, v, len);
+  dst[len] = '\0';
+}
+
+static int cb_header(nghttp2_session *h2, const nghttp2_frame *frame,
+                     const uint8_t *name, size_t namelen,
+                     const uint8_t *value, size_t valuelen, uint8_t flags,
+                     void *user) {
+  conn *c = user;
+  (void)flags;
+  stream *st = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+  if (st == NULL || frame->hd.type != NGHTTP2_HEADERS ||
+      frame->headers.cat != NGHTTP2_HCAT_REQUEST)
+    return 0;
+  /* RFC 9113 6.5.2 counts 32 bytes of overhead per field. */
+  st->header_bytes += namelen + valuelen + 32;
+  if (st->header_bytes > c->w->srv->lim.max_header_list) {
+    nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, st->id,
+                              NGHTTP2_ENHANCE_YOUR_CALM);
+    return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+  }
+#define IS(lit) (namelen == sizeof(lit) - 1 && memcmp(name, lit, namelen) == 0)
+  if (IS(":path")) {
+    if (valuelen >= PATH_MAX_LEN) st->path_too_long = 1;
+    copy_value(st->path, sizeof st->path, value, valuelen);
+  } else if (IS(":method")) {
+    copy_value(st->method, sizeof st->method, value, valuelen);
+  } else if (IS("content-type")) {
+    copy_value(st->content_type, sizeof st->content_type, value, valuelen);
+  } else if (IS("grpc-encoding")) {
+    copy_value(st->encoding, sizeof st->encoding, value, valuelen);
+  } else if (IS("authorization")) {
+    copy_value(st->authz, sizeof st->authz, value, valuelen);
+  } else if (IS("grpc-timeout")) {
+    if (permit_grpc_parse_timeout((const char *)value, valuelen,
+                                  &st->timeout_us) != 0)
+      st->bad_timeout = 1;
+  }
+#undef IS
+  return 0;
+}
+
+static int cb_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame,
+                         void *user) {
+  (void)user;
+  stream *st = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+  if (st == NULL) return 0;
+  if (frame->hd.type == NGHTTP2_HEADERS &&
+      frame->headers.cat == NGHTTP2_HCAT_REQUEST)
+    stream_route(st);
+  if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+      (frame->hd.flags & NGHTTP2_FLAG_END_STREAM))
+    stream_request_done(st);
+  return 0;
+}
+
+static int cb_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id,
+                         const uint8_t *data, size_t len, void *user) {
+  (void)flags, (void)user;
+  stream *st = nghttp2_session_get_stream_user_data(h2, id);
+  if (st == NULL || !st->call.routed || st->call.finished) return 0;
+  int rc = permit_grpc_deframer_feed(&st->df, data, len, on_request_message,
+                                     st);
+  if (rc == PERMIT_ETOOBIG)
+    permit_call_finish(&st->call, PERMIT_GRPC_RESOURCE_EXHAUSTED,
+                       "message of %u bytes is over the limit of %u bytes",
+                       st->df.need, st->df.max);
+  else if (rc == PERMIT_EINVAL)
+    permit_call_finish(&st->call, PERMIT_GRPC_INTERNAL,
+                       "bad message flag byte");
+  else if (rc == PERMIT_ENOMEM)
+    permit_call_finish(&st->call, PERMIT_GRPC_RESOURCE_EXHAUSTED,
+                       "out of memory");
+  return 0;
+}
+
+static int cb_frame_send(nghttp2_session *h2, const nghttp2_frame *frame,
+                         void *user) {
+  (void)user;
+  /* Our side ended while the client is still sending (an early error):
+   * tell it to stop, so its remaining data is not buffered for nothing. */
+  if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
+      (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
+    stream *st = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
+    if (st != NULL && !st->half_closed)
+      nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, st->id,
+                                NGHTTP2_NO_ERROR);
+  }
+  return 0;
+}
+
+static int cb_stream_close(nghttp2_session *h2, int32_t id, uint32_t code,
+                           void *user) {
+  (void)user;
+  stream *st = nghttp2_session_get_stream_user_data(h2, id);
+  if (st == NULL) return 0;
+  nghttp2_session_set_stream_user_data(h2, id, NULL);
+  int cancelled = !st->call.finished || code != NGHTTP2_NO_ERROR;
+  if (st->call.status != -1) call_close(st, cancelled);
+  stream_free(st);
+  return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* accepting                                                           */
+
+static nghttp2_session_callbacks *server_callbacks;
+static nghttp2_option *server_options;
+static pthread_once_t h2_once = PTHREAD_ONCE_INIT;
+
+static void h2_setup(void) {
+  evthread_use_pthreads();
+  nghttp2_session_callbacks_new(&server_callbacks);
+  nghttp2_session_callbacks_set_on_begin_headers_callback(server_callbacks,
+                                                          cb_begin_headers);
+  nghttp2_session_callbacks_set_on_header_callback(server_callbacks,
+                                                   cb_header);
+  nghttp2_session_callbacks_set_on_frame_recv_callback(server_callbacks,
+                                                       cb_frame_recv);
+  nghttp2_session_callbacks_set_on_data_chunk_recv_callback(server_callbacks,
+                                                            cb_data_chunk);
+  nghttp2_session_callbacks_set_on_frame_send_callback(server_callbacks,
+                                                       cb_frame_send);
+  nghttp2_session_callbacks_set_on_stream_close_callback(server_callbacks,
+                                                         cb_stream_close);
+  nghttp2_option_new(&server_options);
+  /* Closed streams are not kept for priority bookkeeping: bounded
+   * memory per connection whatever the client does. */
+  nghttp2_option_set_no_closed_streams(server_options, 1);
+  nghttp2_option_set_max_settings(server_options, 32);
+  nghttp2_option_set_max_outbound_ack(server_options, 1000);
+#ifdef PERMIT_HAVE_STREAM_RESET_RATE_LIMIT
+  /* Rapid reset (CVE-2023-44487): at most a burst of 1000, 33/s after. */
+  nghttp2_option_set_stream_reset_rate_limit(server_options, 1000, 33);
+#endif
+#ifdef PERMIT_HAVE_MAX_CONTINUATIONS
+  /* CONTINUATION flood (CVE-2024-27316 family). */
+  nghttp2_option_set_max_continuations(server_options, 8);
+#endif
+}
+
+static int conn_start_h2(conn *c) {
+  const permit_server_limits *lim = &c->w->srv->lim;
+  if (nghttp2_session_server_new2(&c->h2, server_callbacks, c,
+                                  server_options) != 0)
+    return -1;
+  nghttp2_settings_entry iv[] = {
+      {NGHTTP2_SETTINGS_MAX_CONCURRENT_STREAMS, lim->max_concurrent_streams},
+      {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, lim->max_header_list},
+      {NGHTTP2_SETTINGS_ENABLE_PUSH, 0}};
+  if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 3) != 0) return -1;
+  c->flush_ev = event_new(c->w->base, -1, 0, on_flush_event, c);
+  c->idle_ev = evtimer_new(c->w->base, on_idle, c);
+  struct timeval tv = {lim->idle_timeout_ms / 1000,
+                       (lim->idle_timeout_ms % 1000) * 1000};
+  evtimer_add(c->idle_ev, &tv);
+  return 0;
+}
+
+static void on_event(struct bufferevent *bev, short what, void *arg) {
+  conn *c = arg;
+  if (what & BEV_EVENT_CONNECTED) {
+    /* TLS handshake complete. */
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    const unsigned char *alpn = NULL;
+    unsigned alen = 0;
+    SSL_get0_alpn_selected(ssl, &alpn, &alen);
+    if (alen != 2 || memcmp(alpn, "h2", 2) != 0) {
+      permit_logf(PERMIT_LEVEL_INFO, "tls.no_h2", "%s %s: ALPN h2 not agreed",
+                  c->l->name, c->addr);
+      conn_free(c);
+      return;
+    }
+    uint8_t pub[32];
+    if (permit_tls_peer(ssl, pub, c->peer, sizeof c->peer) == 0)
+      c->has_peer = 1;
+    if (conn_start_h2(c) != 0) {
+      conn_free(c);
+      return;
+    }
+    conn_flush(c);
+    return;
+  }
+  if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+    if (c->h2 == NULL) {
+      atomic_fetch_add(&c->l->handshake_failed, 1);
+      unsigned long e = bufferevent_get_openssl_error(bev);
+      char buf[256] = "";
+      if (e != 0) ERR_error_string_n(e, buf, sizeof buf);
+      permit_logf(PERMIT_LEVEL_INFO, "conn.handshake_failed",
+                  "%s %s: %s%s", c->l->name, c->addr,
+                  (what & BEV_EVENT_TIMEOUT) ? "handshake timed out" : "",
+                  buf);
+    } else if (what & BEV_EVENT_TIMEOUT) {
+      permit_logf(PERMIT_LEVEL_INFO, "conn.timeout",
+                  "%s %s: no HTTP/2 preface in time", c->l->name, c->addr);
+    }
+  }
+  if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
+    /* Streams still open are cancelled by conn_free(). */
+    conn_free(c);
+  }
+}
+
+typedef struct listen_arg {
+  worker *w;
+  listener *l;
+} listen_arg;
+
+static void on_accept(struct evconnlistener *lev, evutil_socket_t fd,
+                      struct sockaddr *sa, int salen, void *arg) {
+  listen_arg *la = arg;
+  worker *w = la->w;
+  listener *l = la->l;
+  (void)lev, (void)salen;
+  if (atomic_fetch_add(&w->srv->nconns, 1) >= w->srv->lim.max_connections) {
+    atomic_fetch_sub(&w->srv->nconns, 1);
+    atomic_fetch_add(&l->refused, 1);
+    evutil_closesocket(fd);
+    return;
+  }
+  atomic_fetch_add(&l->accepted, 1);
+  atomic_fetch_add(&l->open, 1);
+  int one = 1;
+  setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+  conn *c = calloc(1, sizeof *c);
+  if (c == NULL) {
+    evutil_closesocket(fd);
+    atomic_fetch_sub(&l->open, 1);
+    atomic_fetch_sub(&w->srv->nconns, 1);
+    return;
+  }
+  c->w = w;
+  c->l = l;
+  if (sa->sa_family == AF_INET) {
+    struct sockaddr_in *in = (struct sockaddr_in *)sa;
+    char ip[INET_ADDRSTRLEN];
+    inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+    snprintf(c->addr, sizeof c->addr, "%s:%d", ip, ntohs(in->sin_port));
+  } else {
+    snprintf(c->addr, sizeof c->addr, "fd %d", (int)fd);
+  }
+  if (l->tls != NULL) {
+    SSL *ssl = SSL_new(l->tls);
+    c->bev = ssl == NULL ? NULL
+                         : bufferevent_openssl_socket_new(
+                               w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING,
+                               BEV_OPT_CLOSE_ON_FREE);
+  } else {
+    c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
+  }
+  if (c->bev == NULL) {
+    evutil_closesocket(fd);
+    atomic_fetch_sub(&l->open, 1);
+    atomic_fetch_sub(&w->srv->nconns, 1);
+    free(c);
+    return;
+  }
+  c->next = w->conns;
+  if (w->conns != NULL) w->conns->prev = c;
+  w->conns = c;
+  struct timeval hs = {w->srv->lim.handshake_timeout_ms / 1000,
+                       (w->srv->lim.handshake_timeout_ms % 1000) * 1000};
+  bufferevent_set_timeouts(c->bev, &hs, &hs);
+  bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
+  bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
+  bufferevent_setwatermark(c->bev, EV_READ, 0, 256 * 1024);
+  if (l->tls == NULL && conn_start_h2(c) != 0) {
+    conn_free(c);
+    return;
+  }
+  bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+  if (c->h2 != NULL) conn_flush(c);
+}
+
+/* ---------------------------------------------------------------- */
+/* the server                                                          */
+
+permit_server *permit_server_new(int workers, const permit_server_limits *l,
+                                 permit_err *err) {
+  pthread_once(&h2_once, h2_setup);
+  if (workers <= 0) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    workers = n > 0 ? (int)n : 1;
+  }
+  permit_server *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+    return NULL;
+  }
+  if (l != NULL)
+    s->lim = *l;
+  else
+    permit_server_limits_default(&s->lim);
+  s->nworkers = workers;
+  s->workers = calloc((size_t)workers, sizeof *s->workers);
+  for (int i = 0; s->workers != NULL && i < workers; i++) {
+    s->workers[i].srv = s;
+    s->workers[i].index = i;
+    s->workers[i].base = event_base_new();
+    if (s->workers[i].base == NULL) {
+      permit_server_free(s);
+      permit_err_set(err, PERMIT_ENOMEM, "cannot create an event loop");
+      return NULL;
+    }
+  }
+  if (s->workers == NULL) {
+    free(s);
+    permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+    return NULL;
+  }
+  return s;
+}
+
+int permit_server_worker_count(const permit_server *s) { return s->nworkers; }
+
+/* A listening socket with SO_REUSEPORT, so each worker can have one. */
+static evutil_socket_t bind_socket(const char *host, int port,
+                                   permit_err *err) {
+  struct sockaddr_in sin = {0};
+  sin.sin_family = AF_INET;
+  sin.sin_port = htons((uint16_t)port);
+  if (inet_pton(AF_INET, host, &sin.sin_addr) != 1) {
+    permit_err_set(err, PERMIT_EINVAL, "listen address %s is not IPv4", host);
+    return -1;
+  }
+  evutil_socket_t fd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK |
+                                           SOCK_CLOEXEC, 0);
+  if (fd < 0) {
+    permit_err_set(err, PERMIT_EIO, "socket: %s", strerror(errno));
+    return -1;
+  }
+  int one = 1;
+  setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+  setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
+  if (bind(fd, (struct sockaddr *)&sin, sizeof sin) != 0 ||
+      listen(fd, 1024) != 0) {
+    permit_err_set(err, PERMIT_EIO, "cannot listen on %s:%d: %s", host, port,
+                   strerror(errno));
+    close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+int permit_server_listen(permit_server *s, const permit_listener_config *cfg,
+                         int *bound_port, permit_err *err) {
+  if (s->started || s->nlisteners == MAX_LISTENERS)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "listeners are added before start, at most %d",
+                          MAX_LISTENERS);
+  listener *l = &s->listeners[s->nlisteners];
+  memset(l, 0, sizeof *l);
+  l->srv = s;
+  l->index = s->nlisteners;
+  l->name = strdup(cfg->name);
+  l->bearer = cfg->bearer_token ? strdup(cfg->bearer_token) : NULL;
+  l->methods = cfg->methods;
+  l->nmethods = cfg->nmethods;
+  l->routes = cfg->routes;
+  l->nroutes = cfg->nroutes;
+  l->calls = calloc((cfg->nmethods + 1) * NSTATUS, sizeof *l->calls);
+  if (cfg->tls != NULL) {
+    SSL_CTX_up_ref(cfg->tls);
+    l->tls = cfg->tls;
+  }
+  s->nlisteners++;
+  int port = cfg->port;
+  for (int i = 0; i < s->nworkers; i++) {
+    evutil_socket_t fd = bind_socket(cfg->host, port, err);
+    if (fd < 0) return PERMIT_EIO;
+    if (i == 0) {
+      struct sockaddr_in sin;
+      socklen_t sl = sizeof sin;
+      getsockname(fd, (struct sockaddr *)&sin, &sl);
+      port = ntohs(sin.sin_port);
+    }
+    listen_arg *la = malloc(sizeof *la);
+    if (la == NULL) {
+      close(fd);
+      return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+    }
+    s->workers[i].lev_arg[l->index] = la;
+    la->w = &s->workers[i];
+    la->l = l;
+    worker *w = &s->workers[i];
+    w->lev[l->index] = evconnlistener_new(
+        w->base, on_accept, la, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, -1,
+        fd);
+    if (w->lev[l->index] == NULL) {
+      close(fd);
+      return permit_err_set(err, PERMIT_EIO, "cannot watch the listener");
+    }
+  }
+  l->port = port;
+  if (bound_port != NULL) *bound_port = port;
+  return 0;
+}
+
+static void *worker_main(void *arg) {
+  worker *w = arg;
+  event_base_loop(w->base, EVLOOP_NO_EXIT_ON_EMPTY);
+  return NULL;
+}
+
+int permit_server_start(permit_server *s, permit_err *err) {
+  for (int i = 0; i < s->nworkers; i++) {
+    for (int j = 0; j < s->nlisteners; j++)
+      evconnlistener_enable(s->workers[i].lev[j]);
+    if (pthread_create(&s->workers[i].thread, NULL, worker_main,
+                       &s->workers[i]) != 0)
+      return permit_err_set(err, PERMIT_EIO, "cannot start worker %d", i);
+    s->started = i + 1;
+  }
+  return 0;
+}
+
+static void worker_force_exit(evutil_socket_t fd, short what, void *arg) {
+  worker *w = arg;
+  (void)fd, (void)what;
+  while (w->conns != NULL) conn_free(w->conns);
+  event_base_loopexit(w->base, NULL);
+}
+
+/* Graceful stop on the worker's thread: no new connections; every open
+ * call ends with UNAVAILABLE and every connection gets a GOAWAY; the loop
+ * ends when they are flushed, or after a grace period. */
+static void worker_stop(evutil_socket_t fd, short what, void *arg) {
+  worker *w = arg;
+  (void)fd, (void)what;
+  for (int j = 0; j < MAX_LISTENERS; j++)
+    if (w->lev[j] != NULL) evconnlistener_disable(w->lev[j]);
+  for (conn *c = w->conns, *next; c != NULL; c = next) {
+    next = c->next;
+    if (c->h2 == NULL) {
+      conn_free(c);
+      continue;
+    }
+    for (stream *st = c->streams; st != NULL; st = st->next)
+      if (st->call.routed && !st->call.finished)
+        permit_call_finish(&st->call, PERMIT_GRPC_UNAVAILABLE,
+                           "server shutting down");
+    /* A plain GOAWAY, not terminate_session(), which would drop the
+     * responses and trailers still queued. */
+    nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
+                          nghttp2_session_get_last_proc_stream_id(c->h2),
+                          NGHTTP2_NO_ERROR, NULL, 0);
+    c->closing = 1;
+    conn_schedule_flush(c);
+  }
+  if (w->conns == NULL) {
+    event_base_loopexit(w->base, NULL);
+    return;
+  }
+  struct timeval grace = {2, 0};
+  event_base_once(w->base, -1, EV_TIMEOUT, worker_force_exit, w, &grace);
+}
+
+void permit_server_stop(permit_server *s) {
+  for (int i = 0; i < s->started; i++)
+    event_base_once(s->workers[i].base, -1, EV_TIMEOUT, worker_stop,
+                    &s->workers[i], NULL);
+  for (int i = 0; i < s->started; i++)
+    pthread_join(s->workers[i].thread, NULL);
+  s->started = 0;
+}
+
+void permit_server_free(permit_server *s) {
+  if (s == NULL) return;
+  if (s->started) permit_server_stop(s);
+  for (int i = 0; s->workers != NULL && i < s->nworkers; i++) {
+    worker *w = &s->workers[i];
+    while (w->conns != NULL) conn_free(w->conns);
+    for (int j = 0; j < MAX_LISTENERS; j++) {
+      if (w->lev[j] != NULL) evconnlistener_free(w->lev[j]);
+      free(w->lev_arg[j]);
+    }
+    if (w->base != NULL) event_base_free(w->base);
+  }
+  for (int j = 0; j < s->nlisteners; j++) {
+    listener *l = &s->listeners[j];
+    free(l->name);
+    free(l->bearer);
+    free(l->calls);
+    if (l->tls != NULL) SSL_CTX_free(l->tls);
+  }
+  free(s->workers);
+  free(s);
+}
+
+typedef struct on_workers_job {
+  void (*fn)(int, void *);
+  void *arg;
+  int index;
+} on_workers_job;
+
+static void on_workers_run(evutil_socket_t fd, short what, void *arg) {
+  on_workers_job *job = arg;
+  (void)fd, (void)what;
+  job->fn(job->index, job->arg);
+  free(job);
+}
+
+int permit_server_on_workers(permit_server *s, void (*fn)(int, void *),
+                             void *arg) {
+  for (int i = 0; i < s->nworkers; i++) {
+    on_workers_job *job = malloc(sizeof *job);
+    if (job == NULL) return PERMIT_ENOMEM;
+    *job = (on_workers_job){fn, arg, i};
+    if (event_base_once(s->workers[i].base, -1, EV_TIMEOUT, on_workers_run,
+                        job, NULL) != 0) {
+      free(job);
+      return PERMIT_EIO;
+    }
+  }
+  return 0;
+}
+
+void permit_server_metrics(permit_server *s, struct evbuffer *out) {
+  static const char *const help[][2] = {
+      {"permit_connections_accepted_total", "Connections accepted."},
+      {"permit_connections_refused_total", "Connections refused at the cap."},
+      {"permit_connections_open", "Connections open now."},
+      {"permit_handshakes_failed_total", "TLS handshakes that failed."},
+      {"permit_streams_total", "HTTP/2 streams opened by clients."},
+      {"permit_received_bytes_total", "Bytes received (after TLS)."},
+      {"permit_sent_bytes_total", "Bytes sent (before TLS)."}};
+  for (int k = 0; k < 7; k++) {
+    evbuffer_add_printf(out, "# HELP %s %s\n# TYPE %s %s\n", help[k][0],
+                        help[k][1], help[k][0],
+                        k == 2 ? "gauge" : "counter");
+    for (int j = 0; j < s->nlisteners; j++) {
+      listener *l = &s->listeners[j];
+      atomic_uint_fast64_t *v[] = {&l->accepted, &l->refused,
+                                   &l->open,     &l->handshake_failed,
+                                   &l->streams,  &l->bytes_in,
+                                   &l->bytes_out};
+      evbuffer_add_printf(out, "%s{listener=\"%s\"} %llu\n", help[k][0],
+                          l->name, (unsigned long long)atomic_load(v[k]));
+    }
+  }
+  evbuffer_add_printf(out,
+                      "# HELP permit_grpc_calls_total gRPC calls by method "
+                      "and status.\n# TYPE permit_grpc_calls_total counter\n");
+  for (int j = 0; j < s->nlisteners; j++) {
+    listener *l = &s->listeners[j];
+    for (size_t m = 0; m <= l->nmethods; m++)
+      for (int st = 0; st < NSTATUS; st++) {
+        uint64_t n = atomic_load(&l->calls[m * NSTATUS + (size_t)st]);
+        if (n == 0) continue;
+        evbuffer_add_printf(
+            out,
+            "permit_grpc_calls_total{listener=\"%s\",method=\"%s\","
+            "code=\"%s\"} %llu\n",
+            l->name, m < l->nmethods ? l->methods[m].path : "unknown",
+            permit_grpc_status_name(st), (unsigned long long)n);
+      }
+  }
+}
