@@ -93,6 +93,7 @@ struct permit_call {
   struct evbuffer *out;
   struct event *deadline;
   int headers_sent, finished, deferred, closed, was_full, routed;
+  int aborted; /* ended by the transport (deadline, shutdown, bad input) */
   int status;
   char message[512];
 };
@@ -467,6 +468,7 @@ static void http_respond(stream *st, int status, const char *ctype,
 static void on_deadline(evutil_socket_t fd, short what, void *arg) {
   permit_call *call = arg;
   (void)fd, (void)what;
+  if (!call->finished) call->aborted = 1;
   permit_call_finish(call, PERMIT_GRPC_DEADLINE_EXCEEDED,
                      "deadline exceeded");
 }
@@ -554,6 +556,7 @@ static int on_request_message(void *arg, const uint8_t *msg, size_t len,
   stream *st = arg;
   permit_call *call = &st->call;
   if (compressed) {
+    call->aborted = 1;
     permit_call_finish(call, PERMIT_GRPC_UNIMPLEMENTED,
                        "compressed messages are not supported");
     return 1;
@@ -563,12 +566,14 @@ static int on_request_message(void *arg, const uint8_t *msg, size_t len,
     return call->finished ? 1 : 0;
   }
   if (++st->req_count > 1) {
+    call->aborted = 1;
     permit_call_finish(call, PERMIT_GRPC_INTERNAL,
                        "%s takes exactly one request message", st->path);
     return 1;
   }
   st->req = malloc(len ? len : 1);
   if (st->req == NULL) {
+    call->aborted = 1;
     permit_call_finish(call, PERMIT_GRPC_RESOURCE_EXHAUSTED, "out of memory");
     return 1;
   }
@@ -583,6 +588,7 @@ static void stream_request_done(stream *st) {
   st->half_closed = 1;
   if (!call->routed || call->finished) return;
   if (!permit_grpc_deframer_idle(&st->df)) {
+    call->aborted = 1;
     permit_call_finish(call, PERMIT_GRPC_INTERNAL,
                        "request ended inside a message");
     return;
@@ -591,10 +597,12 @@ static void stream_request_done(stream *st) {
     if (call->m->on_half_close != NULL)
       call->m->on_half_close(call);
     else
-      permit_call_finish(call, PERMIT_GRPC_OK, NULL);
+      call->aborted = 1;
+    permit_call_finish(call, PERMIT_GRPC_OK, NULL);
     return;
   }
   if (st->req_count != 1) {
+    call->aborted = 1;
     permit_call_finish(call, PERMIT_GRPC_INTERNAL,
                        "%s takes exactly one request message", st->path);
     return;
@@ -696,6 +704,8 @@ static int cb_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id,
   if (st == NULL || !st->call.routed || st->call.finished) return 0;
   int rc = permit_grpc_deframer_feed(&st->df, data, len, on_request_message,
                                      st);
+  if (rc == 0 || st->call.finished) return 0;
+  st->call.aborted = 1;
   if (rc == PERMIT_ETOOBIG)
     permit_call_finish(&st->call, PERMIT_GRPC_RESOURCE_EXHAUSTED,
                        "message of %u bytes is over the limit of %u bytes",
@@ -703,7 +713,7 @@ static int cb_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id,
   else if (rc == PERMIT_EINVAL)
     permit_call_finish(&st->call, PERMIT_GRPC_INTERNAL,
                        "bad message flag byte");
-  else if (rc == PERMIT_ENOMEM)
+  else
     permit_call_finish(&st->call, PERMIT_GRPC_RESOURCE_EXHAUSTED,
                        "out of memory");
   return 0;
@@ -730,7 +740,8 @@ static int cb_stream_close(nghttp2_session *h2, int32_t id, uint32_t code,
   stream *st = nghttp2_session_get_stream_user_data(h2, id);
   if (st == NULL) return 0;
   nghttp2_session_set_stream_user_data(h2, id, NULL);
-  int cancelled = !st->call.finished || code != NGHTTP2_NO_ERROR;
+  int cancelled =
+      !st->call.finished || st->call.aborted || code != NGHTTP2_NO_ERROR;
   if (st->call.status != -1) call_close(st, cancelled);
   stream_free(st);
   return 0;
@@ -1072,9 +1083,11 @@ static void worker_stop(evutil_socket_t fd, short what, void *arg) {
       continue;
     }
     for (stream *st = c->streams; st != NULL; st = st->next)
-      if (st->call.routed && !st->call.finished)
+      if (st->call.routed && !st->call.finished) {
+        st->call.aborted = 1;
         permit_call_finish(&st->call, PERMIT_GRPC_UNAVAILABLE,
                            "server shutting down");
+      }
     /* A plain GOAWAY, not terminate_session(), which would drop the
      * responses and trailers still queued. */
     nghttp2_submit_goaway(c->h2, NGHTTP2_FLAG_NONE,
