@@ -38,6 +38,7 @@ typedef struct options {
   int workers;
   const char *trust[MAX_TRUST];
   int ntrust;
+  permit_server_limits lim;
 } options;
 
 static void usage(FILE *to) {
@@ -57,6 +58,11 @@ static void usage(FILE *to) {
       "  --trust-cert NAME=PEM  pin the Ed25519 key of certificate PEM as\n"
       "                         peer NAME (repeatable)\n"
       "  --workers N            event-loop threads (default: one per core)\n"
+      "  --limit NAME=VALUE     change a limit: max-message (bytes, 1048576),\n"
+      "                         max-streams (per connection, 128),\n"
+      "                         max-header-list (bytes, 16384),\n"
+      "                         max-connections (4096), handshake-timeout-ms\n"
+      "                         (10000), idle-timeout-ms (300000)\n"
       "  --log-level L          debug, info, warn or error (default info)\n"
       "\n"
       "The ports actually bound are logged (event listener.ready) and\n"
@@ -75,7 +81,42 @@ static int parse_hostport(const char *s, char *host, size_t cap, int *port) {
   return 0;
 }
 
+/* NAME=VALUE for one of the server limits; each has a sane range. */
+static int parse_limit(const char *s, permit_server_limits *l) {
+  static const struct {
+    const char *name;
+    long min, max;
+  } known[] = {{"max-message", 1024, 64L << 20},
+               {"max-streams", 1, 10000},
+               {"max-header-list", 1024, 1 << 20},
+               {"max-connections", 1, 1000000},
+               {"handshake-timeout-ms", 100, 600000},
+               {"idle-timeout-ms", 100, 86400000}};
+  const char *eq = strchr(s, '=');
+  if (eq == NULL) return -1;
+  char *end;
+  long v = strtol(eq + 1, &end, 10);
+  if (*end != '\0' || end == eq + 1) return -1;
+  for (int i = 0; i < 6; i++) {
+    if (strncmp(s, known[i].name, (size_t)(eq - s)) != 0 ||
+        known[i].name[eq - s] != '\0')
+      continue;
+    if (v < known[i].min || v > known[i].max) return -1;
+    switch (i) {
+    case 0: l->max_message = (uint32_t)v; break;
+    case 1: l->max_concurrent_streams = (uint32_t)v; break;
+    case 2: l->max_header_list = (uint32_t)v; break;
+    case 3: l->max_connections = (int)v; break;
+    case 4: l->handshake_timeout_ms = (int)v; break;
+    case 5: l->idle_timeout_ms = (int)v; break;
+    }
+    return 0;
+  }
+  return -1;
+}
+
 static int parse_args(int argc, char **argv, options *o) {
+  permit_server_limits_default(&o->lim);
   o->data = "./permit-data";
   o->name = "permit.localhost";
   strcpy(o->peer_host, "127.0.0.1");
@@ -131,6 +172,11 @@ static int parse_args(int argc, char **argv, options *o) {
         return -1;
       }
       o->trust[o->ntrust++] = v;
+    } else if (strcmp(a, "--limit") == 0) {
+      if (parse_limit(v, &o->lim) != 0) {
+        fprintf(stderr, "permitd: --limit: bad or unknown limit \"%s\"\n", v);
+        return -1;
+      }
     } else if (strcmp(a, "--workers") == 0) {
       o->workers = atoi(v);
       if (o->workers < 1 || o->workers > 64) {
@@ -303,7 +349,7 @@ int main(int argc, char **argv) {
     }
   }
 
-  srv = permit_server_new(o.workers, NULL, &err);
+  srv = permit_server_new(o.workers, &o.lim, &err);
   if (srv == NULL) {
     permit_logf(PERMIT_LEVEL_ERROR, "server.failed", "%s", err.msg);
     goto out;

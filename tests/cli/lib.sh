@@ -32,8 +32,25 @@ wait_exit() {
 }
 
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/permit-cli-XXXXXX")
+# stop_node PID: SIGTERM, then the exit code must be 0 (under ASan a leak
+# or error report makes it non-zero).
+stop_node() {
+  kill -TERM "$1" 2>/dev/null || true
+  wait_exit "$1"
+  [ "$exit_code" = 0 ] || fail "process $1 exited with $exit_code"
+}
+
 cleanup() {
-  for p in $(jobs -p); do kill -9 "$p" 2>/dev/null || true; done
+  local p
+  for p in $(jobs -p); do kill -TERM "$p" 2>/dev/null || true; done
+  for p in $(jobs -p); do
+    local deadline=$((SECONDS + 10))
+    while kill -0 "$p" 2>/dev/null && [ $SECONDS -lt $deadline ]; do
+      sleep 0.05
+    done
+    kill -9 "$p" 2>/dev/null || true
+    wait "$p" 2>/dev/null || true
+  done
   rm -rf "$tmp"
 }
 trap cleanup EXIT
