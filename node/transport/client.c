@@ -638,6 +638,9 @@ int permit_client_unary_sync(const permit_client_config *cfg,
   }
   while (!s.done) event_base_loop(base, EVLOOP_ONCE);
   permit_client_free(c);
+  /* Let libevent run what bufferevent_free() deferred (its finalizers and
+   * queued callbacks hold references) before the loop goes away. */
+  event_base_loop(base, EVLOOP_NONBLOCK);
   event_base_free(base);
   *status = s.status;
   if (s.status == PERMIT_GRPC_OK && resp != NULL) {

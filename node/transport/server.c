@@ -1123,7 +1123,13 @@ void permit_server_free(permit_server *s) {
       if (w->lev[j] != NULL) evconnlistener_free(w->lev[j]);
       free(w->lev_arg[j]);
     }
-    if (w->base != NULL) event_base_free(w->base);
+    /* Run what bufferevent_free() deferred before the loop goes away:
+     * event_base_free() drops queued callbacks, and the references they
+     * hold, without running them. */
+    if (w->base != NULL) {
+      event_base_loop(w->base, EVLOOP_NONBLOCK);
+      event_base_free(w->base);
+    }
   }
   for (int j = 0; j < s->nlisteners; j++) {
     listener *l = &s->listeners[j];
