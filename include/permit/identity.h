@@ -4,8 +4,9 @@
  * <data>/keys/identity.key and <data>/keys/sealing.key, mode 0600 in a
  * 0700 directory.
  *
- * One process at a time uses a data directory: permitd and permitctl take
- * permit_identity_lock() first and hold it until they exit.
+ * One process at a time may use a data directory: a program (permitd,
+ * permitctl) must take permit_identity_lock() before it touches anything
+ * in it, and hold the lock until it exits.
  */
 #ifndef PERMIT_IDENTITY_H
 #define PERMIT_IDENTITY_H

@@ -31,8 +31,9 @@ typedef struct permit_log permit_log;
 /*
  * Opens the log from |issuer| to |audience| in |s| (an empty log when
  * there is none yet).  PERMIT_EINVAL for bad names, PERMIT_ECORRUPT when
- * the stored head and tree disagree.  The caller owns |*out|
- * (permit_log_close) and keeps |s| open longer.
+ * the stored head and tree disagree, PERMIT_EIO when they cannot be read,
+ * PERMIT_ENOMEM.  The caller owns |*out| (permit_log_close) and keeps |s|
+ * open longer.
  */
 int permit_log_open(permit_store *s, const char *issuer, const char *audience,
                     permit_log **out, permit_err *err);
@@ -48,16 +49,33 @@ uint64_t permit_log_size(permit_log *log);
 
 /*
  * Writes more state in the same atomic batch as the entry with sequence
- * number |seq| (an index, a cursor).  Called on the committing thread;
- * must not call back into the log.  A non-zero return fails this append
- * alone (its entries are not written) and is passed to its caller.
+ * number |seq| (an index, a cursor).  Called on the committing thread,
+ * which may be another appender's; must not call back into the log.  A
+ * negative PERMIT_E* return fails this append alone (its entries and its
+ * writes are dropped) and is passed to its caller; a positive return is
+ * turned into PERMIT_EINVAL.
+ *
+ * Appends are committed in groups, and the callback works on the group's
+ * shared batch, so it must not set, roll back or release savepoints in
+ * |b| (the log keeps one per entry), and it cannot see the writes of other
+ * entries of the same group: they are not in the store yet.  A check such
+ * as "is this idempotency key new?" read from the store here can therefore
+ * pass for two appends in one group; callers that need one must serialise
+ * those appends themselves.
  */
 typedef int (*permit_log_extra_fn)(void *arg, uint64_t seq, permit_batch *b);
 
 /*
  * Appends |entry| (1 to PERMIT_RECORD_MAX_LEN bytes) and returns once it
- * is durable, its sequence number in |*seq|.  |extra| may be NULL.
- * Thread safe.
+ * is durable (a synced write), its sequence number in |*seq|.  |extra| may
+ * be NULL.  Thread safe.
+ *
+ * Returns 0, PERMIT_EINVAL for an empty or oversized entry, the |extra|
+ * callback's error (PERMIT_EINVAL for a positive value), or PERMIT_EIO
+ * when the write failed.  After a failed write the entries may or may not
+ * be on disk, so the log stops: this and every later append to this
+ * permit_log returns PERMIT_EIO ("log <origin> had a write error; reopen
+ * it").  Close it and open it again to continue from what is durable.
  */
 int permit_log_append(permit_log *log, const uint8_t *entry, size_t len,
                       permit_log_extra_fn extra, void *arg, uint64_t *seq,
@@ -66,7 +84,8 @@ int permit_log_append(permit_log *log, const uint8_t *entry, size_t len,
 /*
  * Appends |n| entries (at most PERMIT_LOG_MAX_BATCH) atomically: all are
  * durable or none.  |*first_seq| receives the first one's number and
- * |extra| is called once, with that number.
+ * |extra| is called once, with that number.  Returns as
+ * permit_log_append(), with PERMIT_EINVAL also for |n| out of range.
  */
 int permit_log_append_many(permit_log *log, const permit_iov *entries,
                            size_t n, permit_log_extra_fn extra, void *arg,
@@ -77,11 +96,20 @@ int permit_log_append_many(permit_log *log, const permit_iov *entries,
 int permit_log_get(permit_log *log, uint64_t seq, uint8_t **entry,
                    size_t *len, permit_err *err);
 
-/* Called per entry by permit_log_scan(); non-zero stops the scan. */
+/*
+ * Called per entry by permit_log_scan(); a non-zero return stops the scan
+ * and becomes its result (use a positive value to stop without an error).
+ */
 typedef int (*permit_log_visit_fn)(void *arg, uint64_t seq,
                                    const uint8_t *entry, size_t len);
 
-/* Visits entries [from, to) in order (|to| capped at the durable size). */
+/*
+ * Visits entries [from, to) in order (|to| capped at the durable size).
+ * Returns 0 when every entry was visited; the visitor's non-zero value,
+ * unchanged and with |err| untouched, when it stopped the scan;
+ * PERMIT_ECORRUPT when entries below the head are missing; PERMIT_EIO when
+ * the store cannot be read.
+ */
 int permit_log_scan(permit_log *log, uint64_t from, uint64_t to,
                     permit_log_visit_fn visit, void *arg, permit_err *err);
 
@@ -114,9 +142,12 @@ int permit_log_latest_checkpoint(permit_log *log, uint8_t **out,
                                  size_t *outlen, permit_err *err);
 
 /*
- * Verifies a SignedCheckpoint against |keys| and decodes it; checks the
- * origin's form and a 32-byte root.  |*out| is owned by the caller
- * (permit__v1__checkpoint__free_unpacked).
+ * Verifies a SignedCheckpoint against |keys| and decodes it; checks that
+ * the body is the canonical encoding of the checkpoint
+ * (permit_envelope_check_body), an origin "permit/v1/log/<issuer>/
+ * <audience>" of two valid node names and a 32-byte root.  |*out| is owned
+ * by the caller (permit__v1__checkpoint__free_unpacked).  Codes as
+ * permit_envelope_open(), plus PERMIT_EINVAL for a bad body.
  */
 int permit_checkpoint_verify(const uint8_t *in, size_t len,
                              const permit_trusted_key *keys, size_t nkeys,

@@ -48,8 +48,10 @@ int permit_name_validate(const char *name, permit_err *err);
 int permit_list_id_validate(const char *list_id, permit_err *err);
 
 /*
- * Checks every field of |rec| against protocol.md: lengths, names, a set
- * kind and its own fields.  The message says which field is wrong.
+ * Checks every field of |rec| against protocol.md: lengths, names, text
+ * that is UTF-8 without control characters, a set kind with its message
+ * present and its own fields.  PERMIT_EINVAL with a message that says
+ * which field is wrong.
  */
 int permit_record_validate(const Permit__V1__Record *rec, permit_err *err);
 
@@ -88,14 +90,42 @@ int permit_envelope_open(const ProtobufCMessageDescriptor *desc,
                          permit_err *err);
 
 /*
+ * Checks that |body| (|bodylen| bytes) is exactly the encoding of |m|, the
+ * message decoded from it: protobuf-c accepts a string cut short by a NUL,
+ * a field given twice (the last wins), over-long varints and fields out of
+ * order, all of which would let two different signed byte strings mean the
+ * same message.  |what| names the message in the error ("record").
+ * PERMIT_EINVAL when it is not canonical, PERMIT_ENOMEM.
+ */
+int permit_envelope_check_body(const ProtobufCMessage *m, const uint8_t *body,
+                               size_t bodylen, const char *what,
+                               permit_err *err);
+
+/*
  * Verifies a SignedRecord from |in| against |keys| and decodes and
- * validates its body.  On success |*out| is the record, owned by the
- * caller (permit_record_free).  Codes as permit_envelope_open(), plus
- * PERMIT_EINVAL for an invalid body.
+ * validates its body, which must be the canonical encoding of the record
+ * (permit_envelope_check_body).  On success |*out| is the record, owned by
+ * the caller (permit_record_free).  Codes as permit_envelope_open(), plus
+ * PERMIT_EINVAL for an invalid or non-canonical body and PERMIT_ENOMEM.
+ *
+ * It checks only that one of |keys| signed the record.  It does not check
+ * that rec->issuer is the node that owns the signing key, nor that
+ * rec->audience is the local node: the caller (sync) knows both and must
+ * check them with permit_record_check_route(), passing only the issuer's
+ * own keys in |keys|.
  */
 int permit_record_verify(const uint8_t *in, size_t len,
                          const permit_trusted_key *keys, size_t nkeys,
                          Permit__V1__Record **out, permit_err *err);
+
+/*
+ * Checks that |rec| was issued by |issuer| (the node whose keys verified
+ * it) and addressed to |audience| (the receiving node).  PERMIT_EPERM, with
+ * a message naming both, when either differs.
+ */
+int permit_record_check_route(const Permit__V1__Record *rec,
+                              const char *issuer, const char *audience,
+                              permit_err *err);
 
 void permit_record_free(Permit__V1__Record *rec);
 

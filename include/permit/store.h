@@ -46,7 +46,8 @@ void permit_store_close(permit_store *s);
 
 /*
  * Reads |key| of |cf|.  On success |*val| is a malloc'd copy of |*vlen|
- * bytes (caller frees).  PERMIT_ENOTFOUND when absent.
+ * bytes (caller frees).  PERMIT_ENOTFOUND when absent, PERMIT_EIO when
+ * the read fails (a checksum mismatch included), PERMIT_ENOMEM.
  */
 int permit_store_get(permit_store *s, permit_cf cf, const void *key,
                      size_t klen, uint8_t **val, size_t *vlen,
@@ -86,14 +87,24 @@ int permit_batch_count(const permit_batch *b);
 /*
  * Applies |b| atomically.  With |sync| the call returns only after the
  * write-ahead log is fsync'd: what it acknowledged survives a crash.
+ * Returns 0 or PERMIT_EIO with RocksDB's message.  After PERMIT_EIO on a
+ * synced write the batch may or may not be on disk: the caller cannot
+ * tell until it reopens the database.
  */
 int permit_store_write(permit_store *s, permit_batch *b, int sync,
                        permit_err *err);
 
-/* One synced put. */
+/* One synced put; returns as permit_store_write(). */
 int permit_store_put(permit_store *s, permit_cf cf, const void *key,
                      size_t klen, const void *val, size_t vlen,
                      permit_err *err);
+
+/*
+ * The number of synced writes (permit_store_write() with |sync|, and
+ * permit_store_put()) that succeeded since |s| was opened.  Thread safe;
+ * tests use it to see that a path asks for durability.
+ */
+uint64_t permit_store_synced_writes(permit_store *s);
 
 /*
  * Called for each key/value in order; a non-zero return stops the scan
@@ -107,7 +118,9 @@ typedef int (*permit_store_visit_fn)(void *arg, const uint8_t *key,
 /*
  * Visits, in key order, the keys of |cf| that start with |prefix|,
  * beginning at |start| (NULL: at the prefix).  Returns 0 when the scan
- * ended, the visitor's non-zero value when it stopped it, or an error.
+ * ended, the visitor's non-zero value when it stopped it, or PERMIT_EIO
+ * with RocksDB's message when reading failed (a checksum mismatch
+ * included).
  */
 int permit_store_scan(permit_store *s, permit_cf cf, const void *prefix,
                       size_t plen, const void *start, size_t slen,

@@ -4,6 +4,7 @@
  * provider tables on every implicit fetch (EVP_sha256() and friends);
  * fetching once and reusing the handle keeps that out of the hot path.
  */
+#include <limits.h>
 #include <openssl/core_names.h>
 #include <openssl/rand.h>
 #include <pthread.h>
@@ -45,6 +46,9 @@ void permit_crypto_cleanup(void) {
 }
 
 int permit_random(uint8_t *out, size_t len) {
+  /* RAND_bytes takes an int: a larger |len| would be cut, and the caller
+   * would believe the whole buffer random. */
+  if (len > INT_MAX) return PERMIT_EINVAL;
   return RAND_bytes(out, (int)len) == 1 ? 0 : PERMIT_ECRYPTO;
 }
 

@@ -36,6 +36,7 @@ struct permit_log {
   permit_merkle_frontier frontier; /* of the durable entries */
   pending *queue, *queue_tail;
   int committing;
+  int failed; /* a synced write failed: what is on disk is unknown */
   permit_batch *batch; /* used only by the committing thread */
 };
 
@@ -103,6 +104,10 @@ int permit_log_open(permit_store *s, const char *issuer, const char *audience,
   }
   memcpy(log->tag, h, TAG_LEN);
   log->batch = permit_batch_new(s);
+  if (log->batch == NULL) {
+    free(log);
+    return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  }
   pthread_mutex_init(&log->mu, NULL);
   pthread_cond_init(&log->cv, NULL);
   permit_merkle_frontier_init(&log->frontier);
@@ -167,11 +172,12 @@ void permit_log_head(permit_log *log, uint64_t *size, permit_hash root) {
 /*
  * Commits |group| as one batch on top of |f| (a copy of the durable
  * frontier, advanced here).  An entry whose extra writes fail is rolled
- * back alone; a failed write fails the whole group.  Runs without the
- * lock: only the committing thread touches log->batch.
+ * back alone; a failed write fails the whole group and is returned, so
+ * that the caller can mark the log failed.  Runs without the lock: only
+ * the committing thread touches log->batch.
  */
-static void commit_group(permit_log *log, pending *group,
-                         permit_merkle_frontier *f) {
+static int commit_group(permit_log *log, pending *group,
+                        permit_merkle_frontier *f) {
   permit_batch_clear(log->batch);
   int any = 0;
   for (pending *p = group; p != NULL; p = p->next) {
@@ -188,11 +194,20 @@ static void commit_group(permit_log *log, pending *group,
                        p->entries[i].base, p->entries[i].len);
       p->rc = permit_merkle_frontier_append(f, leaf, node_emit, log);
     }
+    int extra_rc = 0;
     if (p->rc == 0 && p->extra != NULL)
-      p->rc = p->extra(p->arg, p->seq, log->batch);
+      extra_rc = p->rc = p->extra(p->arg, p->seq, log->batch);
     if (p->rc != 0) {
-      permit_err_set(p->err, p->rc, "append to %s: %s", log->origin,
-                     permit_strerror(p->rc));
+      /* Callers test for rc != 0 or for rc < 0: a positive value must not
+       * pass for success with the second kind. */
+      if (extra_rc > 0) {
+        p->rc = permit_err_set(p->err, PERMIT_EINVAL,
+                               "append to %s: extra writes returned %d, not "
+                               "an error code", log->origin, extra_rc);
+      } else {
+        permit_err_set(p->err, p->rc, "append to %s: %s", log->origin,
+                       permit_strerror(p->rc));
+      }
       permit_batch_rollback(log->batch);
       *f = before;
       continue;
@@ -200,7 +215,7 @@ static void commit_group(permit_log *log, pending *group,
     permit_batch_release(log->batch);
     any = 1;
   }
-  if (!any) return;
+  if (!any) return 0;
   head_put(log, f->size);
   permit_err werr;
   int rc = permit_store_write(log->store, log->batch, 1, &werr);
@@ -211,6 +226,18 @@ static void commit_group(permit_log *log, pending *group,
         permit_err_set(p->err, rc, "append to %s: %s", log->origin,
                        werr.msg);
       }
+  return rc;
+}
+
+/* Fails every append in |group| because of an earlier write error. */
+static void fail_group(permit_log *log, pending *group) {
+  for (pending *p = group, *next; p != NULL; p = next) {
+    next = p->next;
+    p->rc = permit_err_set(p->err, PERMIT_EIO,
+                           "log %s had a write error; reopen it",
+                           log->origin);
+    p->done = 1;
+  }
 }
 
 int permit_log_append(permit_log *log, const uint8_t *entry, size_t len,
@@ -236,6 +263,11 @@ int permit_log_append_many(permit_log *log, const permit_iov *entries,
   pending me = {.entries = entries, .n = n, .extra = extra, .arg = arg,
                 .err = err};
   pthread_mutex_lock(&log->mu);
+  if (log->failed) {
+    pthread_mutex_unlock(&log->mu);
+    return permit_err_set(err, PERMIT_EIO,
+                          "log %s had a write error; reopen it", log->origin);
+  }
   if (log->queue_tail != NULL)
     log->queue_tail->next = &me;
   else
@@ -249,12 +281,21 @@ int permit_log_append_many(permit_log *log, const permit_iov *entries,
     /* Lead: take everything queued so far and commit it in one batch. */
     pending *group = log->queue;
     log->queue = log->queue_tail = NULL;
+    if (log->failed) {
+      /* Queued behind the group whose write failed. */
+      fail_group(log, group);
+      pthread_cond_broadcast(&log->cv);
+      continue;
+    }
     log->committing = 1;
     permit_merkle_frontier f = log->frontier;
     pthread_mutex_unlock(&log->mu);
-    commit_group(log, group, &f);
+    int wrc = commit_group(log, group, &f);
     pthread_mutex_lock(&log->mu);
-    /* A failed write leaves the durable frontier as it was. */
+    /* After a failed synced write the batch may or may not be on disk:
+     * the frontier cannot follow, so no later append may build on it. */
+    if (wrc != 0) log->failed = 1;
+    /* A failed write leaves the in-memory frontier as it was. */
     int wrote = 0;
     for (pending *p = group; p != NULL; p = p->next) wrote |= p->rc == 0;
     if (wrote) log->frontier = f;
@@ -292,6 +333,8 @@ typedef struct scan_state {
   uint64_t next, to;
   permit_log_visit_fn visit;
   void *arg;
+  int stopped;  /* the visitor stopped the scan ... */
+  int visit_rc; /* ... by returning this */
 } scan_state;
 
 static int scan_one(void *arg, const uint8_t *k, size_t klen,
@@ -302,7 +345,12 @@ static int scan_one(void *arg, const uint8_t *k, size_t klen,
   if (seq >= st->to) return 1;
   if (seq != st->next) return PERMIT_ECORRUPT;
   st->next++;
-  return st->visit(st->arg, seq, v, vlen);
+  int rc = st->visit(st->arg, seq, v, vlen);
+  if (rc != 0) {
+    st->stopped = 1;
+    st->visit_rc = rc;
+  }
+  return rc;
 }
 
 int permit_log_scan(permit_log *log, uint64_t from, uint64_t to,
@@ -310,12 +358,15 @@ int permit_log_scan(permit_log *log, uint64_t from, uint64_t to,
   uint64_t size = permit_log_size(log);
   if (to > size) to = size;
   if (from >= to) return 0;
-  scan_state st = {log, from, to, visit, arg};
+  scan_state st = {.log = log, .next = from, .to = to, .visit = visit,
+                   .arg = arg};
   uint8_t start[LEAF_KEY_LEN];
   leaf_key(log, from, start);
   int rc = permit_store_scan(log->store, PERMIT_CF_LOG_LEAVES, log->tag,
                              TAG_LEN, start, sizeof start, scan_one, &st, err);
-  if (rc == 1) rc = 0;
+  /* A scan the visitor stopped did not reach |to| by design. */
+  if (st.stopped) return st.visit_rc;
+  if (rc == 1) rc = 0; /* scan_one's stop at |to| */
   if (rc == 0 && st.next != to)
     rc = PERMIT_ECORRUPT;
   if (rc == PERMIT_ECORRUPT)
@@ -402,6 +453,31 @@ int permit_log_latest_checkpoint(permit_log *log, uint8_t **out,
                           out, outlen, err);
 }
 
+/* Checks "permit/v1/log/<issuer>/<audience>" with two valid names. */
+static int origin_validate(const char *origin, permit_err *err) {
+  static const char prefix[] = "permit/v1/log/";
+  const size_t plen = sizeof prefix - 1;
+  char issuer[PERMIT_NAME_MAX + 1];
+  permit_err sub;
+  if (origin == NULL || strncmp(origin, prefix, plen) != 0)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "checkpoint origin does not start with %s", prefix);
+  const char *name = origin + plen, *slash = strchr(name, '/');
+  if (slash == NULL || (size_t)(slash - name) > PERMIT_NAME_MAX)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "checkpoint origin \"%.80s\" is not %s<issuer>/"
+                          "<audience>", origin, prefix);
+  memcpy(issuer, name, (size_t)(slash - name));
+  issuer[slash - name] = '\0';
+  if (permit_name_validate(issuer, &sub) != 0)
+    return permit_err_set(err, PERMIT_EINVAL, "checkpoint origin issuer: %s",
+                          sub.msg);
+  if (permit_name_validate(slash + 1, &sub) != 0)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "checkpoint origin audience: %s", sub.msg);
+  return 0;
+}
+
 int permit_checkpoint_verify(const uint8_t *in, size_t len,
                              const permit_trusted_key *keys, size_t nkeys,
                              Permit__V1__Checkpoint **out, permit_err *err) {
@@ -416,15 +492,21 @@ int permit_checkpoint_verify(const uint8_t *in, size_t len,
   if (rc != 0) return rc;
   Permit__V1__Checkpoint *cp =
       permit__v1__checkpoint__unpack(NULL, bodylen, body);
-  protobuf_c_message_free_unpacked(env, NULL);
-  if (cp == NULL)
+  if (cp == NULL) {
+    protobuf_c_message_free_unpacked(env, NULL);
     return permit_err_set(err, PERMIT_EINVAL,
                           "checkpoint body is not a valid Checkpoint");
-  if (cp->root_hash.len != PERMIT_HASH_LEN ||
-      strncmp(cp->origin, "permit/v1/log/", 14) != 0) {
+  }
+  rc = permit_envelope_check_body(&cp->base, body, bodylen, "checkpoint", err);
+  protobuf_c_message_free_unpacked(env, NULL);
+  if (rc == 0 && cp->root_hash.len != PERMIT_HASH_LEN)
+    rc = permit_err_set(err, PERMIT_EINVAL,
+                        "checkpoint root hash is %zu bytes, not %d",
+                        cp->root_hash.len, PERMIT_HASH_LEN);
+  if (rc == 0) rc = origin_validate(cp->origin, err);
+  if (rc != 0) {
     permit__v1__checkpoint__free_unpacked(cp, NULL);
-    return permit_err_set(err, PERMIT_EINVAL,
-                          "checkpoint has a bad origin or root hash length");
+    return rc;
   }
   *out = cp;
   return 0;

@@ -58,7 +58,43 @@ int permit_list_id_validate(const char *list_id, permit_err *err) {
   return 0;
 }
 
-/* A bounded optional text: at most |max| bytes, no control characters. */
+/*
+ * Returns 1 when |s| (|len| bytes) is well-formed UTF-8 (RFC 3629): no
+ * overlong forms, no surrogates, nothing above U+10FFFF, no truncated or
+ * stray continuation bytes.
+ */
+static int utf8_valid(const unsigned char *s, size_t len) {
+  size_t i = 0;
+  while (i < len) {
+    unsigned c = s[i];
+    if (c < 0x80) {
+      i++;
+      continue;
+    }
+    size_t n;
+    unsigned cp, min;
+    if (c >= 0xc2 && c <= 0xdf) {
+      n = 1, cp = c & 0x1f, min = 0x80;
+    } else if (c >= 0xe0 && c <= 0xef) {
+      n = 2, cp = c & 0x0f, min = 0x800;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+      n = 3, cp = c & 0x07, min = 0x10000;
+    } else {
+      return 0; /* a continuation byte, C0/C1 (overlong) or F5..FF */
+    }
+    if (len - i - 1 < n) return 0;
+    for (size_t j = 1; j <= n; j++) {
+      if ((s[i + j] & 0xc0) != 0x80) return 0;
+      cp = (cp << 6) | (s[i + j] & 0x3f);
+    }
+    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+    i += n + 1;
+  }
+  return 1;
+}
+
+/* A bounded optional text: at most |max| bytes of UTF-8, no control
+ * characters. */
 static int text_validate(const char *what, const char *s, size_t max,
                          int required, permit_err *err) {
   if (s == NULL || s[0] == '\0')
@@ -72,7 +108,17 @@ static int text_validate(const char *what, const char *s, size_t max,
     if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
       return permit_err_set(err, PERMIT_EINVAL,
                             "%s holds a control character", what);
+  if (!utf8_valid((const unsigned char *)s, len))
+    return permit_err_set(err, PERMIT_EINVAL, "%s is not valid UTF-8", what);
   return 0;
+}
+
+/* A key id as permit_key_id() writes it: 16 lower-case hex digits. */
+static int key_id_valid(const char *s) {
+  if (s == NULL || strlen(s) != PERMIT_KEY_ID_LEN - 1) return 0;
+  for (const char *p = s; *p != '\0'; p++)
+    if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return 0;
+  return 1;
 }
 
 static int bytes_len(const char *what, ProtobufCBinaryData b, size_t want,
@@ -115,11 +161,10 @@ static int optin_validate(const Permit__V1__OptIn *o, permit_err *err) {
                           "opt_in.sealed_contact has an unsupported HPKE suite "
                           "(kem %u, kdf %u, aead %u)", sc->kem_id, sc->kdf_id,
                           sc->aead_id);
-  if (sc->recipient_key_id == NULL ||
-      strlen(sc->recipient_key_id) != PERMIT_KEY_ID_LEN - 1)
+  if (!key_id_valid(sc->recipient_key_id))
     return permit_err_set(err, PERMIT_EINVAL,
                           "opt_in.sealed_contact.recipient_key_id is not a "
-                          "key id");
+                          "key id (16 lower-case hex digits)");
   if ((rc = bytes_len("opt_in.sealed_contact.enc", sc->enc, 32, err)))
     return rc;
   if (sc->ciphertext.len <= PERMIT_AEAD_TAG_LEN ||
@@ -150,9 +195,15 @@ int permit_record_validate(const Permit__V1__Record *rec, permit_err *err) {
     return permit_err_set(err, PERMIT_EINVAL, "issued_at_ms is not set");
   switch (rec->kind_case) {
   case PERMIT__V1__RECORD__KIND_OPT_IN:
+    if (rec->opt_in == NULL)
+      return permit_err_set(err, PERMIT_EINVAL,
+                            "kind is opt_in but opt_in is missing");
     return optin_validate(rec->opt_in, err);
   case PERMIT__V1__RECORD__KIND_WITHDRAWAL: {
     const Permit__V1__Withdrawal *w = rec->withdrawal;
+    if (w == NULL)
+      return permit_err_set(err, PERMIT_EINVAL,
+                            "kind is withdrawal but withdrawal is missing");
     if ((rc = bytes_len("withdrawal.refers_to", w->refers_to,
                         PERMIT_RECORD_ID_LEN, err)))
       return rc;
@@ -167,6 +218,9 @@ int permit_record_validate(const Permit__V1__Record *rec, permit_err *err) {
     return 0;
   }
   case PERMIT__V1__RECORD__KIND_ERASURE:
+    if (rec->erasure == NULL)
+      return permit_err_set(err, PERMIT_EINVAL,
+                            "kind is erasure but erasure is missing");
     if (rec->erasure->requested_at_ms <= 0)
       return permit_err_set(err, PERMIT_EINVAL,
                             "erasure.requested_at_ms is not set");
@@ -304,6 +358,29 @@ fail:
   return rc;
 }
 
+int permit_envelope_check_body(const ProtobufCMessage *m, const uint8_t *body,
+                               size_t bodylen, const char *what,
+                               permit_err *err) {
+  /* The size alone catches the cut string, the repeated field and the
+   * padded number without an allocation. */
+  size_t n = protobuf_c_message_get_packed_size(m);
+  if (n != bodylen)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "%s body is %zu bytes but re-encodes to %zu (a "
+                          "string cut at a NUL, a repeated field or a padded "
+                          "number)", what, bodylen, n);
+  uint8_t *again = malloc(n ? n : 1);
+  if (again == NULL) return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  protobuf_c_message_pack(m, again);
+  int same = memcmp(again, body, n) == 0;
+  free(again);
+  if (!same)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "%s body is not in canonical form (fields out of "
+                          "order)", what);
+  return 0;
+}
+
 int permit_record_verify(const uint8_t *in, size_t len,
                          const permit_trusted_key *keys, size_t nkeys,
                          Permit__V1__Record **out, permit_err *err) {
@@ -317,16 +394,36 @@ int permit_record_verify(const uint8_t *in, size_t len,
                                 &body, &bodylen, err);
   if (rc != 0) return rc;
   Permit__V1__Record *rec = permit__v1__record__unpack(NULL, bodylen, body);
-  protobuf_c_message_free_unpacked(env, NULL);
-  if (rec == NULL)
+  if (rec == NULL) {
+    protobuf_c_message_free_unpacked(env, NULL);
     return permit_err_set(err, PERMIT_EINVAL,
                           "record body is not a valid Record message");
-  rc = permit_record_validate(rec, err);
+  }
+  rc = permit_envelope_check_body(&rec->base, body, bodylen, "record", err);
+  protobuf_c_message_free_unpacked(env, NULL);
+  if (rc == 0) rc = permit_record_validate(rec, err);
   if (rc != 0) {
     permit__v1__record__free_unpacked(rec, NULL);
     return rc;
   }
   *out = rec;
+  return 0;
+}
+
+int permit_record_check_route(const Permit__V1__Record *rec,
+                              const char *issuer, const char *audience,
+                              permit_err *err) {
+  if (rec->issuer == NULL || strcmp(rec->issuer, issuer) != 0)
+    return permit_err_set(err, PERMIT_EPERM,
+                          "record names issuer \"%.64s\" but came from "
+                          "\"%.64s\"", rec->issuer != NULL ? rec->issuer : "",
+                          issuer);
+  if (rec->audience == NULL || strcmp(rec->audience, audience) != 0)
+    return permit_err_set(err, PERMIT_EPERM,
+                          "record is addressed to \"%.64s\", not to "
+                          "\"%.64s\"",
+                          rec->audience != NULL ? rec->audience : "",
+                          audience);
   return 0;
 }
 

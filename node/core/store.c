@@ -1,6 +1,7 @@
 #include "permit/store.h"
 
 #include <rocksdb/c.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +13,7 @@ struct permit_store {
   rocksdb_readoptions_t *ro;
   rocksdb_writeoptions_t *wo_sync;
   rocksdb_writeoptions_t *wo_async;
+  _Atomic uint64_t synced_writes; /* successful synced writes */
 };
 
 struct permit_batch {
@@ -183,6 +185,8 @@ int permit_store_write(permit_store *s, permit_batch *b, int sync,
   char *msg = NULL;
   rocksdb_write(s->db, sync ? s->wo_sync : s->wo_async, b->wb, &msg);
   if (msg != NULL) return rocks_err(err, msg, "write failed");
+  if (sync)
+    atomic_fetch_add_explicit(&s->synced_writes, 1, memory_order_relaxed);
   return 0;
 }
 
@@ -192,7 +196,12 @@ int permit_store_put(permit_store *s, permit_cf cf, const void *key,
   char *msg = NULL;
   rocksdb_put_cf(s->db, s->wo_sync, s->cf[cf], key, klen, val, vlen, &msg);
   if (msg != NULL) return rocks_err(err, msg, "write failed");
+  atomic_fetch_add_explicit(&s->synced_writes, 1, memory_order_relaxed);
   return 0;
+}
+
+uint64_t permit_store_synced_writes(permit_store *s) {
+  return atomic_load_explicit(&s->synced_writes, memory_order_relaxed);
 }
 
 int permit_store_scan(permit_store *s, permit_cf cf, const void *prefix,

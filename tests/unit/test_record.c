@@ -210,6 +210,18 @@ static void test_validation(void) {
   BREAK(sc.enc.len = 31, "enc");
   BREAK(sc.ciphertext.len = 16, "ciphertext");
   BREAK(sc.recipient_key_id = "xyz", "recipient_key_id");
+  BREAK(sc.recipient_key_id = "0123456789ABCDEF", "recipient_key_id");
+  BREAK(sc.recipient_key_id = "0123456789abcdeg", "recipient_key_id");
+  BREAK(sc.recipient_key_id = "0123456789abcdef0", "recipient_key_id");
+  BREAK(sc.recipient_key_id = NULL, "recipient_key_id");
+  BREAK(o.method = "check\xffout", "method");
+  BREAK(ev.ip_prefix = "203.0.113.0\xc0\xaf" "24", "ip_prefix");
+  /* A kind whose message is missing is refused, not dereferenced. */
+  BREAK(r.opt_in = NULL, "opt_in");
+  BREAK((r.kind_case = PERMIT__V1__RECORD__KIND_WITHDRAWAL,
+         r.withdrawal = NULL), "withdrawal");
+  BREAK((r.kind_case = PERMIT__V1__RECORD__KIND_ERASURE, r.erasure = NULL),
+        "erasure");
   char longua[600];
   memset(longua, 'a', sizeof longua - 1);
   longua[sizeof longua - 1] = '\0';
@@ -258,6 +270,214 @@ static void test_validation(void) {
   permit_sign_key_free(k);
 }
 
+/* Signs |body| as a record body, as a signer with its own encoder would. */
+static int verify_body(const uint8_t *body, size_t len,
+                       const permit_sign_key *k, const permit_trusted_key *tk,
+                       permit_err *err) {
+  uint8_t *env = NULL;
+  size_t n = 0;
+  Permit__V1__Record *got = NULL;
+  if (permit_envelope_sign(PERMIT_RECORD_CONTEXT, body, len, k, &env, &n,
+                           err) != 0)
+    return 1;
+  int rc = permit_record_verify(env, n, tk, 1, &got, err);
+  permit_record_free(got);
+  free(env);
+  return rc;
+}
+
+/*
+ * A signed body is accepted only as the exact encoding of the record it
+ * decodes to: otherwise two different signed byte strings (two records
+ * ids, two log entries) would mean the same record, or a signer could
+ * hide bytes from checks that read the decoded fields.
+ */
+static void test_canonical_body(void) {
+  permit_sign_key *k;
+  CHECK(permit_sign_key_generate(&k) == 0);
+  permit_trusted_key tk;
+  permit_trusted_key_set(&tk, permit_sign_key_public(k));
+  Permit__V1__Record r;
+  Permit__V1__OptIn o;
+  Permit__V1__SealedContact sc;
+  Permit__V1__Evidence ev;
+  make_optin(&r, &o, &sc, &ev);
+  r.issuer = "a.example";
+  uint8_t body[1024], bad[1100];
+  size_t bl = permit__v1__record__get_packed_size(&r);
+  CHECK(bl < sizeof body);
+  permit__v1__record__pack(&r, body);
+  permit_err err = {0};
+  CHECK(verify_body(body, bl, k, &tk, &err) == 0);
+
+  /* record_id (field 1, 16 bytes) comes first, then issuer (field 2). */
+  const size_t at = 2 + sizeof rid;
+  CHECK(body[at] == 0x12 && body[at + 1] == 9 &&
+        memcmp(body + at + 2, "a.example", 9) == 0);
+  const size_t after = at + 2 + 9;
+
+  /* An issuer with an embedded NUL: protobuf-c's C string stops at it,
+   * so the decoded issuer would be "a.example". */
+  static const char evil[] = "a.example\0evil";
+  size_t n = 0;
+  memcpy(bad, body, at);
+  n = at;
+  bad[n++] = 0x12;
+  bad[n++] = (uint8_t)(sizeof evil - 1);
+  memcpy(bad + n, evil, sizeof evil - 1);
+  n += sizeof evil - 1;
+  memcpy(bad + n, body + after, bl - after);
+  n += bl - after;
+  CHECK(verify_body(bad, n, k, &tk, &err) == PERMIT_EINVAL);
+  CHECKF(strstr(err.msg, "re-encodes") != NULL, "message \"%s\"", err.msg);
+
+  /* Field 2 given twice: the last copy wins when decoding. */
+  memcpy(bad, body, bl);
+  n = bl;
+  memcpy(bad + n, body + at, after - at);
+  n += after - at;
+  CHECK(verify_body(bad, n, k, &tk, &err) == PERMIT_EINVAL);
+  CHECKF(strstr(err.msg, "record body") != NULL, "message \"%s\"", err.msg);
+  static const uint8_t other[] = {0x12, 4, 'e', 'v', 'i', 'l'};
+  memcpy(bad, body, bl);
+  memcpy(bad + bl, other, sizeof other);
+  CHECK(verify_body(bad, bl + sizeof other, k, &tk, &err) == PERMIT_EINVAL);
+
+  /* The issuer's length as a padded two-byte varint (0x89 0x00 = 9). */
+  memcpy(bad, body, at + 1);
+  n = at + 1;
+  bad[n++] = 0x89;
+  bad[n++] = 0x00;
+  memcpy(bad + n, body + at + 2, bl - at - 2);
+  n += bl - at - 2;
+  CHECK(verify_body(bad, n, k, &tk, &err) == PERMIT_EINVAL);
+
+  /* The same fields in another order: issuer moved to the end. */
+  memcpy(bad, body, at);
+  n = at;
+  memcpy(bad + n, body + after, bl - after);
+  n += bl - after;
+  memcpy(bad + n, body + at, after - at);
+  n += after - at;
+  CHECK(n == bl);
+  CHECK(verify_body(bad, n, k, &tk, &err) == PERMIT_EINVAL);
+  CHECKF(strstr(err.msg, "canonical") != NULL, "message \"%s\"", err.msg);
+
+  permit_sign_key_free(k);
+}
+
+static void test_utf8(void) {
+  permit_sign_key *k;
+  CHECK(permit_sign_key_generate(&k) == 0);
+  permit_trusted_key tk;
+  permit_trusted_key_set(&tk, permit_sign_key_public(k));
+  Permit__V1__Record r;
+  Permit__V1__OptIn o;
+  Permit__V1__SealedContact sc;
+  Permit__V1__Evidence ev;
+  static const char *const bad[] = {
+      "\xc0\xaf",             /* overlong '/' */
+      "\xc1\xbf",             /* overlong */
+      "\xe0\x80\xaf",         /* overlong, three bytes */
+      "\xf0\x80\x80\xaf",     /* overlong, four bytes */
+      "\xed\xa0\x80",         /* U+D800, a surrogate */
+      "\xed\xbf\xbf",         /* U+DFFF */
+      "\xf4\x90\x80\x80",     /* U+110000 */
+      "\xf5\x80\x80\x80",     /* no such lead byte */
+      "\xff",                 /* never in UTF-8 */
+      "\x80",                 /* a continuation without a lead */
+      "ab\xe2\x82",           /* cut short at the end */
+      "\xe2\x28\xa1",         /* a lead without its continuation */
+      "\xf0\x9f\x98",         /* cut short */
+  };
+  static const char *const good[] = {
+      "Mozilla/5.0 (Macintosh) M\xc3\xbcller",
+      "\xe6\x97\xa5\xe6\x9c\xac\xe8\xaa\x9e", /* three-byte forms */
+      "\xf0\x9f\x98\x80",                     /* U+1F600 */
+      "\xf4\x8f\xbf\xbf",                     /* U+10FFFF */
+      "\xed\x9f\xbf \xee\x80\x80",           /* U+D7FF, U+E000 */
+      "\xc2\x80 \xdf\xbf \xe0\xa0\x80",      /* smallest of each length */
+  };
+  int refused = 0;
+  for (size_t i = 0; i < sizeof bad / sizeof *bad; i++) {
+    char ua[64];
+    snprintf(ua, sizeof ua, "Mozilla/5.0 %s", bad[i]);
+    make_optin(&r, &o, &sc, &ev);
+    ev.user_agent = ua;
+    permit_err err = {0};
+    uint8_t *env = NULL;
+    size_t n = 0;
+    int rc = permit_record_sign(&r, k, &env, &n, &err);
+    free(env);
+    /* The same bytes signed by an encoder that does not check them. */
+    uint8_t body[1024];
+    size_t bl = permit__v1__record__get_packed_size(&r);
+    permit__v1__record__pack(&r, body);
+    permit_err verr = {0};
+    int vrc = verify_body(body, bl, k, &tk, &verr);
+    int ok = rc == PERMIT_EINVAL && strstr(err.msg, "user_agent") != NULL &&
+             strstr(err.msg, "UTF-8") != NULL && vrc == PERMIT_EINVAL &&
+             strstr(verr.msg, "user_agent") != NULL;
+    CHECKF(ok, "invalid UTF-8 #%zu: sign %d \"%s\", verify %d \"%s\"", i,
+           rc, err.msg, vrc, verr.msg);
+    refused += ok;
+  }
+  CHECK(refused == (int)(sizeof bad / sizeof *bad));
+  for (size_t i = 0; i < sizeof good / sizeof *good; i++) {
+    make_optin(&r, &o, &sc, &ev);
+    ev.user_agent = (char *)good[i];
+    permit_err err = {0};
+    uint8_t *env = NULL;
+    size_t n = 0;
+    Permit__V1__Record *got = NULL;
+    int ok = permit_record_sign(&r, k, &env, &n, &err) == 0 &&
+             permit_record_verify(env, n, &tk, 1, &got, &err) == 0 &&
+             strcmp(got->opt_in->evidence->user_agent, good[i]) == 0;
+    CHECKF(ok, "valid UTF-8 #%zu refused: %s", i, err.msg);
+    permit_record_free(got);
+    free(env);
+  }
+  permit_sign_key_free(k);
+}
+
+static void test_route(void) {
+  permit_sign_key *k;
+  CHECK(permit_sign_key_generate(&k) == 0);
+  permit_trusted_key tk;
+  permit_trusted_key_set(&tk, permit_sign_key_public(k));
+  Permit__V1__Record r;
+  Permit__V1__OptIn o;
+  Permit__V1__SealedContact sc;
+  Permit__V1__Evidence ev;
+  make_optin(&r, &o, &sc, &ev);
+  permit_err err = {0};
+  uint8_t *env = NULL;
+  size_t n = 0;
+  Permit__V1__Record *got = NULL;
+  CHECK(permit_record_sign(&r, k, &env, &n, &err) == 0);
+  CHECK(permit_record_verify(env, n, &tk, 1, &got, &err) == 0);
+  if (got != NULL) {
+    CHECK(permit_record_check_route(got, "tixly.example", "fillmore.example",
+                                    &err) == 0);
+    /* Verified with another issuer's keys, e.g. a venue forging for a
+     * reseller it also trusts. */
+    CHECK(permit_record_check_route(got, "evil.example", "fillmore.example",
+                                    &err) == PERMIT_EPERM);
+    CHECK(strstr(err.msg, "tixly.example") != NULL &&
+          strstr(err.msg, "evil.example") != NULL);
+    /* Addressed to another node. */
+    CHECK(permit_record_check_route(got, "tixly.example", "bluenote.example",
+                                    &err) == PERMIT_EPERM);
+    CHECK(strstr(err.msg, "fillmore.example") != NULL &&
+          strstr(err.msg, "bluenote.example") != NULL);
+    CHECK(permit_record_check_route(got, "tixly.example", "fillmore.exampl",
+                                    &err) == PERMIT_EPERM);
+  }
+  permit_record_free(got);
+  free(env);
+  permit_sign_key_free(k);
+}
+
 int main(void) {
   for (size_t i = 0; i < sizeof ct; i++) ct[i] = (uint8_t)i;
   memset(rid, 1, sizeof rid);
@@ -268,6 +488,9 @@ int main(void) {
   memset(refers, 6, sizeof refers);
   test_roundtrip_and_tamper();
   test_validation();
+  test_canonical_body();
+  test_utf8();
+  test_route();
   permit_crypto_cleanup();
   return test_finish("test_record");
 }
