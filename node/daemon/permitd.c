@@ -288,7 +288,7 @@ int main(int argc, char **argv) {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
-  int rc = 1;
+  int rc = 1, lock_fd = -1;
   permit_err err = {0};
   permit_identity id = {0};
   permit_store *store = NULL;
@@ -304,6 +304,10 @@ int main(int argc, char **argv) {
     permit_logf(PERMIT_LEVEL_ERROR, "crypto.init_failed",
                 "OpenSSL lacks an algorithm Permit needs");
     return 1;
+  }
+  if (permit_identity_lock(o.data, &lock_fd, &err) != 0) {
+    permit_logf(PERMIT_LEVEL_ERROR, "data.locked", "%s", err.msg);
+    goto out;
   }
   if (permit_identity_open(o.data, 1, &id, &err) != 0) {
     permit_logf(PERMIT_LEVEL_ERROR, "keys.failed", "%s", err.msg);
@@ -427,6 +431,7 @@ out:
   free(cert);
   permit_store_close(store);
   permit_identity_free(&id);
+  if (lock_fd >= 0) permit_identity_unlock(lock_fd);
   permit_crypto_cleanup();
   if (rc == 0) permit_logf(PERMIT_LEVEL_INFO, "node.stopped", "stopped cleanly");
   return rc;

@@ -20,8 +20,8 @@ ok "first run creates keys (0600) and a database"
 rc=0
 "$PERMITD" --data "$data" 2>"$tmp/log2" || rc=$?
 [ "$rc" = 1 ] || fail "second node on the same data exited $rc"
-grep -q '"event":"store.failed"' "$tmp/log2" || fail "no store.failed: $(cat "$tmp/log2")"
-grep -qi 'lock' "$tmp/log2" || fail "refusal does not mention the lock"
+grep -q '"event":"data.locked"' "$tmp/log2" || fail "no data.locked: $(cat "$tmp/log2")"
+grep -q 'another permitd or permitctl is using' "$tmp/log2" || fail "refusal does not say why"
 ok "a second node on the same data is refused"
 
 kill -INT "$pid"
