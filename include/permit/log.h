@@ -38,7 +38,9 @@ typedef struct permit_log permit_log;
 int permit_log_open(permit_store *s, const char *issuer, const char *audience,
                     permit_log **out, permit_err *err);
 
-/* Frees |log|; no append may be in progress.  NULL is a no-op. */
+/* Waits for queued asynchronous appends to be committed (their callbacks
+ * run), then frees |log|; no synchronous append may be in progress.  NULL
+ * is a no-op. */
 void permit_log_close(permit_log *log);
 
 /* "permit/v1/log/<issuer>/<audience>". */
@@ -90,6 +92,28 @@ int permit_log_append(permit_log *log, const uint8_t *entry, size_t len,
 int permit_log_append_many(permit_log *log, const permit_iov *entries,
                            size_t n, permit_log_extra_fn extra, void *arg,
                            uint64_t *first_seq, permit_err *err);
+
+/*
+ * Called once when an asynchronous append is durable (|rc| 0, |first_seq|
+ * its first entry) or has failed (|err| says why).  Runs on the log's
+ * commit thread or on another appender's thread, never with a log lock
+ * held: hand the result to your own thread (e.g. event_base_once).
+ */
+typedef void (*permit_log_done_fn)(void *arg, int rc, uint64_t first_seq,
+                                   const permit_err *err);
+
+/*
+ * Like permit_log_append_many() without waiting: the append joins the next
+ * group commit and |done| reports its outcome.  |entries| (and what they
+ * point to) and |arg| must stay valid until |done| has been called.  An
+ * event-loop thread uses this so that it never blocks on fsync, and so
+ * that many appends share one.  Returns 0 when queued (|done| will be
+ * called), or an error (|done| will not be).
+ */
+int permit_log_append_async(permit_log *log, const permit_iov *entries,
+                            size_t n, permit_log_extra_fn extra, void *arg,
+                            permit_log_done_fn done, void *done_arg,
+                            permit_err *err);
 
 /* Reads entry |seq| (malloc'd copy, caller frees).  PERMIT_ENOTFOUND past
  * the end. */

@@ -25,6 +25,10 @@ typedef struct pending {
   int rc;
   int done;
   struct pending *next;
+  /* Asynchronous appends only: called once committed, then freed. */
+  permit_log_done_fn done_fn;
+  void *done_arg;
+  permit_err own_err;
 } pending;
 
 struct permit_log {
@@ -38,6 +42,9 @@ struct permit_log {
   int committing;
   int failed; /* a synced write failed: what is on disk is unknown */
   permit_batch *batch; /* used only by the committing thread */
+  /* Leads groups of asynchronous appends, which have no waiting thread. */
+  pthread_t committer;
+  int committer_running, stopping;
 };
 
 static void leaf_key(const permit_log *log, uint64_t seq, uint8_t k[LEAF_KEY_LEN]) {
@@ -147,6 +154,13 @@ fail:
 
 void permit_log_close(permit_log *log) {
   if (log == NULL) return;
+  pthread_mutex_lock(&log->mu);
+  log->stopping = 1;
+  int running = log->committer_running;
+  pthread_cond_broadcast(&log->cv);
+  pthread_mutex_unlock(&log->mu);
+  /* The commit thread finishes what is queued before it ends. */
+  if (running) pthread_join(log->committer, NULL);
   pthread_mutex_destroy(&log->mu);
   pthread_cond_destroy(&log->cv);
   permit_batch_free(log->batch);
@@ -247,46 +261,19 @@ int permit_log_append(permit_log *log, const uint8_t *entry, size_t len,
   return permit_log_append_many(log, &one, 1, extra, arg, seq, err);
 }
 
-int permit_log_append_many(permit_log *log, const permit_iov *entries,
-                           size_t n, permit_log_extra_fn extra, void *arg,
-                           uint64_t *first_seq, permit_err *err) {
-  if (n == 0 || n > PERMIT_LOG_MAX_BATCH)
-    return permit_err_set(err, PERMIT_EINVAL,
-                          "append of %zu entries (want 1 to %d)", n,
-                          PERMIT_LOG_MAX_BATCH);
-  for (size_t i = 0; i < n; i++)
-    if (entries[i].len == 0 || entries[i].len > PERMIT_RECORD_MAX_LEN)
-      return permit_err_set(err, PERMIT_EINVAL,
-                            "log entry is %zu bytes (want 1 to %d)",
-                            entries[i].len, PERMIT_RECORD_MAX_LEN);
-  if (err != NULL) permit_err_clear(err);
-  pending me = {.entries = entries, .n = n, .extra = extra, .arg = arg,
-                .err = err};
-  pthread_mutex_lock(&log->mu);
+/*
+ * Takes every queued append and commits it as one group.  Called with the
+ * lock held and nobody committing; returns with the lock held.  Waiting
+ * threads are woken; asynchronous appends get their callback, outside the
+ * lock, on this thread.
+ */
+static void lead_locked(permit_log *log) {
+  pending *group = log->queue;
+  log->queue = log->queue_tail = NULL;
   if (log->failed) {
-    pthread_mutex_unlock(&log->mu);
-    return permit_err_set(err, PERMIT_EIO,
-                          "log %s had a write error; reopen it", log->origin);
-  }
-  if (log->queue_tail != NULL)
-    log->queue_tail->next = &me;
-  else
-    log->queue = &me;
-  log->queue_tail = &me;
-  while (!me.done) {
-    if (log->committing) {
-      pthread_cond_wait(&log->cv, &log->mu);
-      continue;
-    }
-    /* Lead: take everything queued so far and commit it in one batch. */
-    pending *group = log->queue;
-    log->queue = log->queue_tail = NULL;
-    if (log->failed) {
-      /* Queued behind the group whose write failed. */
-      fail_group(log, group);
-      pthread_cond_broadcast(&log->cv);
-      continue;
-    }
+    /* Queued behind the group whose write failed. */
+    fail_group(log, group);
+  } else {
     log->committing = 1;
     permit_merkle_frontier f = log->frontier;
     pthread_mutex_unlock(&log->mu);
@@ -299,16 +286,125 @@ int permit_log_append_many(permit_log *log, const permit_iov *entries,
     int wrote = 0;
     for (pending *p = group; p != NULL; p = p->next) wrote |= p->rc == 0;
     if (wrote) log->frontier = f;
-    for (pending *p = group, *next; p != NULL; p = next) {
-      next = p->next;
+    log->committing = 0;
+  }
+  /* Split: waiters are woken; callbacks run after the unlock. */
+  pending *async = NULL;
+  for (pending *p = group, *next; p != NULL; p = next) {
+    next = p->next;
+    if (p->done_fn != NULL) {
+      p->next = async;
+      async = p;
+    } else {
       p->done = 1;
     }
-    log->committing = 0;
-    pthread_cond_broadcast(&log->cv);
+  }
+  pthread_cond_broadcast(&log->cv);
+  if (async == NULL) return;
+  pthread_mutex_unlock(&log->mu);
+  for (pending *p = async, *next; p != NULL; p = next) {
+    next = p->next;
+    p->done_fn(p->done_arg, p->rc, p->seq, p->rc != 0 ? &p->own_err : NULL);
+    free(p);
+  }
+  pthread_mutex_lock(&log->mu);
+}
+
+static void *committer_main(void *arg) {
+  permit_log *log = arg;
+  pthread_mutex_lock(&log->mu);
+  while (!log->stopping || log->queue != NULL) {
+    if (log->queue != NULL && !log->committing)
+      lead_locked(log);
+    else
+      pthread_cond_wait(&log->cv, &log->mu);
+  }
+  pthread_mutex_unlock(&log->mu);
+  return NULL;
+}
+
+static int check_entries(const permit_iov *entries, size_t n,
+                         permit_err *err) {
+  if (n == 0 || n > PERMIT_LOG_MAX_BATCH)
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "append of %zu entries (want 1 to %d)", n,
+                          PERMIT_LOG_MAX_BATCH);
+  for (size_t i = 0; i < n; i++)
+    if (entries[i].len == 0 || entries[i].len > PERMIT_RECORD_MAX_LEN)
+      return permit_err_set(err, PERMIT_EINVAL,
+                            "log entry is %zu bytes (want 1 to %d)",
+                            entries[i].len, PERMIT_RECORD_MAX_LEN);
+  return 0;
+}
+
+/* Adds |p| to the queue; the lock is held. */
+static void enqueue_locked(permit_log *log, pending *p) {
+  if (log->queue_tail != NULL)
+    log->queue_tail->next = p;
+  else
+    log->queue = p;
+  log->queue_tail = p;
+}
+
+int permit_log_append_many(permit_log *log, const permit_iov *entries,
+                           size_t n, permit_log_extra_fn extra, void *arg,
+                           uint64_t *first_seq, permit_err *err) {
+  int rc = check_entries(entries, n, err);
+  if (rc != 0) return rc;
+  if (err != NULL) permit_err_clear(err);
+  pending me = {.entries = entries, .n = n, .extra = extra, .arg = arg,
+                .err = err};
+  pthread_mutex_lock(&log->mu);
+  if (log->failed) {
+    pthread_mutex_unlock(&log->mu);
+    return permit_err_set(err, PERMIT_EIO,
+                          "log %s had a write error; reopen it", log->origin);
+  }
+  enqueue_locked(log, &me);
+  /* Lead when nobody commits; otherwise the current leader (or the next
+   * one) takes this entry with its group. */
+  while (!me.done) {
+    if (log->committing || log->queue == NULL)
+      pthread_cond_wait(&log->cv, &log->mu);
+    else
+      lead_locked(log);
   }
   pthread_mutex_unlock(&log->mu);
   if (me.rc == 0 && first_seq != NULL) *first_seq = me.seq;
   return me.rc;
+}
+
+int permit_log_append_async(permit_log *log, const permit_iov *entries,
+                            size_t n, permit_log_extra_fn extra, void *arg,
+                            permit_log_done_fn done, void *done_arg,
+                            permit_err *err) {
+  int rc = check_entries(entries, n, err);
+  if (rc != 0) return rc;
+  pending *p = calloc(1, sizeof *p);
+  if (p == NULL) return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  *p = (pending){.entries = entries, .n = n, .extra = extra, .arg = arg,
+                 .done_fn = done, .done_arg = done_arg};
+  p->err = &p->own_err;
+  pthread_mutex_lock(&log->mu);
+  if (log->failed || log->stopping) {
+    pthread_mutex_unlock(&log->mu);
+    free(p);
+    return permit_err_set(err, PERMIT_EIO,
+                          "log %s had a write error; reopen it", log->origin);
+  }
+  if (!log->committer_running) {
+    if (pthread_create(&log->committer, NULL, committer_main, log) != 0) {
+      pthread_mutex_unlock(&log->mu);
+      free(p);
+      return permit_err_set(err, PERMIT_ENOMEM,
+                            "cannot start the commit thread");
+    }
+    log->committer_running = 1;
+  }
+  enqueue_locked(log, p);
+  pthread_cond_broadcast(&log->cv);
+  pthread_mutex_unlock(&log->mu);
+  return 0;
 }
 
 int permit_log_get(permit_log *log, uint64_t seq, uint8_t **entry,

@@ -4,6 +4,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -423,6 +424,90 @@ static void test_checkpoint_body(const permit_sign_key *key,
   CHECK(cp_verify_body(bad, bl + 2, key, tk, &err) == PERMIT_EINVAL);
 }
 
+
+/* ---- asynchronous appends ---- */
+
+typedef struct async_state {
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  int done, failed;
+  uint64_t seqs[64];
+  int order[64];
+} async_state;
+
+typedef struct async_one {
+  async_state *st;
+  int index;
+  permit_iov iov;
+  char buf[32];
+} async_one;
+
+static void async_done(void *arg, int rc, uint64_t seq, const permit_err *err) {
+  async_one *one = arg;
+  async_state *st = one->st;
+  (void)err;
+  pthread_mutex_lock(&st->mu);
+  if (rc != 0) st->failed++;
+  st->seqs[one->index] = seq;
+  st->done++;
+  pthread_cond_broadcast(&st->cv);
+  pthread_mutex_unlock(&st->mu);
+}
+
+static void test_async(permit_store *s) {
+  permit_log *log;
+  permit_err err;
+  CHECK(permit_log_open(s, "tixly.example", "async.example", &log, &err) == 0);
+  async_state st = {.mu = PTHREAD_MUTEX_INITIALIZER,
+                    .cv = PTHREAD_COND_INITIALIZER};
+  static async_one ones[64];
+  for (int i = 0; i < 64; i++) {
+    ones[i].st = &st;
+    ones[i].index = i;
+    int n = snprintf(ones[i].buf, sizeof ones[i].buf, "async %d", i);
+    ones[i].iov = (permit_iov){ones[i].buf, (size_t)n};
+    CHECK(permit_log_append_async(log, &ones[i].iov, 1, NULL, NULL, async_done,
+                                  &ones[i], &err) == 0);
+    if (i == 31) {
+      /* A synchronous append in the middle joins the same queue. */
+      uint64_t q;
+      CHECK(permit_log_append(log, (uint8_t *)"sync", 4, NULL, NULL, &q,
+                              &err) == 0);
+    }
+  }
+  pthread_mutex_lock(&st.mu);
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += 30;
+  while (st.done < 64 &&
+         pthread_cond_timedwait(&st.cv, &st.mu, &dl) == 0) {
+  }
+  pthread_mutex_unlock(&st.mu);
+  CHECK(st.done == 64 && st.failed == 0);
+  CHECK(permit_log_size(log) == 65);
+  int ok = 1;
+  for (int i = 0; i < 64; i++) {
+    uint8_t *e = NULL;
+    size_t el = 0;
+    ok &= permit_log_get(log, st.seqs[i], &e, &el, NULL) == 0 &&
+          el == ones[i].iov.len && memcmp(e, ones[i].buf, el) == 0;
+    free(e);
+  }
+  CHECK(ok);
+  /* Entries queued and not yet committed are committed by close. */
+  st.done = 0;
+  for (int i = 0; i < 8; i++)
+    CHECK(permit_log_append_async(log, &ones[i].iov, 1, NULL, NULL, async_done,
+                                  &ones[i], &err) == 0);
+  permit_log_close(log);
+  CHECK(st.done == 8);
+  CHECK(permit_log_open(s, "tixly.example", "async.example", &log, &err) == 0);
+  CHECK(permit_log_size(log) == 73);
+  CHECK(permit_log_append_async(log, &ones[0].iov, 0, NULL, NULL, async_done,
+                                &ones[0], &err) == PERMIT_EINVAL);
+  permit_log_close(log);
+}
+
 int main(void) {
   const char *dir = test_tmpdir("log");
   char path[4200];
@@ -437,6 +522,7 @@ int main(void) {
                "permit/v1/log/tixly.example/fillmore.example") == 0);
   CHECK(permit_log_open(s, "Bad Name", "fillmore.example", &log, &err) ==
         PERMIT_EINVAL);
+  test_async(s);
 
   permit_hash root, ref;
   uint64_t size;
