@@ -10,6 +10,15 @@ build=(cmake make gcc pkg-config libssl-dev libprotobuf-c-dev libnghttp2-dev
        libevent-dev
        protobuf-c-compiler librocksdb-dev libjansson-dev)
 test=(openssl python3)
+# The interoperability tests (tests/cli/test_interop_*.sh): grpcio and
+# protoc for the Python client, nghttp/h2load and curl for the tools test.
+test+=(python3-grpcio python3-protobuf protobuf-compiler nghttp2-client curl)
+# Node.js for the grpc-js client: any node already on PATH will do (say
+# one from NodeSource, whose nodejs bundles npm and conflicts with
+# Debian's npm package); only a machine without node gets Debian's.
+if ! command -v node >/dev/null 2>&1; then
+  test+=(nodejs npm)
+fi
 
 case "${1:-test}" in
   build) want=("${build[@]}") ;;

@@ -112,6 +112,8 @@ struct stream {
   int bad_timeout, path_too_long;
   size_t header_bytes;
   int half_closed;
+  size_t discarded; /* request bytes dropped after we answered */
+  int reset_sent;
   permit_grpc_deframer df;
   uint8_t *req;
   size_t req_len;
@@ -480,7 +482,19 @@ static void stream_route(stream *st) {
   permit_call *call = &st->call;
   call->st = st;
   call->method_index = -1;
+  int authorized = 1;
+  if (l->bearer != NULL) {
+    size_t want = strlen(l->bearer);
+    authorized = strncmp(st->authz, "Bearer ", 7) == 0 &&
+                 strlen(st->authz + 7) == want &&
+                 permit_memeq_ct(st->authz + 7, l->bearer, want);
+  }
   if (strcmp(st->method, "GET") == 0) {
+    if (!authorized) {
+      http_respond(st, 401, "text/plain; charset=utf-8",
+                   "missing or wrong bearer token\n");
+      return;
+    }
     for (size_t i = 0; i < l->nroutes; i++)
       if (strcmp(l->routes[i].path, st->path) == 0) {
         const char *ctype = "text/plain; charset=utf-8";
@@ -507,16 +521,10 @@ static void stream_route(stream *st) {
   }
   call->out = evbuffer_new();
   call->method_index = find_method(l, st->path);
-  if (l->bearer != NULL) {
-    size_t want = strlen(l->bearer);
-    int ok = strncmp(st->authz, "Bearer ", 7) == 0 &&
-             strlen(st->authz + 7) == want &&
-             permit_memeq_ct(st->authz + 7, l->bearer, want);
-    if (!ok) {
-      permit_call_finish(call, PERMIT_GRPC_UNAUTHENTICATED,
-                         "missing or wrong bearer token");
-      return;
-    }
+  if (!authorized) {
+    permit_call_finish(call, PERMIT_GRPC_UNAUTHENTICATED,
+                       "missing or wrong bearer token");
+    return;
   }
   if (call->method_index < 0) {
     permit_call_finish(call, PERMIT_GRPC_UNIMPLEMENTED,
@@ -701,7 +709,18 @@ static int cb_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id,
                          const uint8_t *data, size_t len, void *user) {
   (void)flags, (void)user;
   stream *st = nghttp2_session_get_stream_user_data(h2, id);
-  if (st == NULL || !st->call.routed || st->call.finished) return 0;
+  if (st == NULL) return 0;
+  if (!st->call.routed || st->call.finished) {
+    /* We have answered; the client is still sending.  A little is simply
+     * dropped (some clients report a reset as an error even after a full
+     * answer); past 64 KiB the stream is reset so it stops. */
+    st->discarded += len;
+    if (st->discarded > 64 * 1024 && !st->reset_sent) {
+      st->reset_sent = 1;
+      nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, id, NGHTTP2_NO_ERROR);
+    }
+    return 0;
+  }
   int rc = permit_grpc_deframer_feed(&st->df, data, len, on_request_message,
                                      st);
   if (rc == 0 || st->call.finished) return 0;
@@ -716,21 +735,6 @@ static int cb_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id,
   else
     permit_call_finish(&st->call, PERMIT_GRPC_RESOURCE_EXHAUSTED,
                        "out of memory");
-  return 0;
-}
-
-static int cb_frame_send(nghttp2_session *h2, const nghttp2_frame *frame,
-                         void *user) {
-  (void)user;
-  /* Our side ended while the client is still sending (an early error):
-   * tell it to stop, so its remaining data is not buffered for nothing. */
-  if ((frame->hd.type == NGHTTP2_HEADERS || frame->hd.type == NGHTTP2_DATA) &&
-      (frame->hd.flags & NGHTTP2_FLAG_END_STREAM)) {
-    stream *st = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
-    if (st != NULL && !st->half_closed)
-      nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, st->id,
-                                NGHTTP2_NO_ERROR);
-  }
   return 0;
 }
 
@@ -765,8 +769,6 @@ static void h2_setup(void) {
                                                        cb_frame_recv);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(server_callbacks,
                                                             cb_data_chunk);
-  nghttp2_session_callbacks_set_on_frame_send_callback(server_callbacks,
-                                                       cb_frame_send);
   nghttp2_session_callbacks_set_on_stream_close_callback(server_callbacks,
                                                          cb_stream_close);
   nghttp2_option_new(&server_options);
