@@ -1,0 +1,172 @@
+/*
+ * permit/node.h - a running node's state, shared by its services: its
+ * name and roles, keys, database, pinned peers, per-peer logs, lists and
+ * the catalogs it has fetched.  Thread safe unless a function says
+ * otherwise.
+ *
+ * Storage (column family default unless said):
+ *   node/secret              32-byte node-local secret (buyer index,
+ *                            order references, consent-centre tokens)
+ *   peer/<name>              the peer's signed NodeCard
+ *   list/<list_id>           CatalogList (current version), audience role
+ *   notice/<list_id>/<ver>   notice text of each version, BE32 version
+ *   catalog/<venue>          SignedCatalog fetched from a venue
+ */
+#ifndef PERMIT_NODE_H
+#define PERMIT_NODE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "permit/crypto.h"
+#include "permit/error.h"
+#include "permit/log.h"
+#include "permit/record.h"
+#include "permit/store.h"
+#include "permit/tls.h"
+#include "permit/v1/service.pb-c.h"
+
+#define PERMIT_ROLE_ISSUER 1
+#define PERMIT_ROLE_AUDIENCE 2
+#define PERMIT_CARD_CONTEXT "permit/v1/card\n"
+#define PERMIT_CATALOG_CONTEXT "permit/v1/catalog\n"
+#define PERMIT_CONTACT_INFO "permit/v1/contact\n"
+#define PERMIT_MAX_PEERS 256
+#define PERMIT_ENDPOINT_MAX 300
+
+typedef struct permit_node permit_node;
+
+/* A pinned peer, as a copy (no pointers into the node). */
+typedef struct permit_peer {
+  char name[PERMIT_NAME_MAX + 1];
+  char endpoint[PERMIT_ENDPOINT_MAX]; /* host:port of its peer listener */
+  int roles;                          /* PERMIT_ROLE_* bits */
+  permit_trusted_key identity;        /* verifies its records */
+  uint8_t sealing_key[PERMIT_X25519_LEN];
+  /* HKDF of the X25519 agreement, with the reseller's name first and the
+   * venue's second whichever way a record travels, so both directions
+   * give a buyer the same subject (protocol.md 4). */
+  uint8_t pair_key[PERMIT_SHA256_LEN];
+} permit_peer;
+
+typedef struct permit_node_config {
+  const char *name;     /* node name */
+  int roles;            /* PERMIT_ROLE_* bits */
+  const char *data_dir; /* keys/, db/, permit.lock */
+  const char *endpoint; /* advertised host:port of the peer listener */
+  const char *consent_base_url; /* for consent-centre links */
+} permit_node_config;
+
+/*
+ * Opens the node: takes the data directory's lock, loads the keys
+ * (creating them on first run), opens the database and the logs of every
+ * pinned peer.  The caller owns |*out| (permit_node_close).
+ */
+int permit_node_open(const permit_node_config *cfg, permit_node **out,
+                     permit_err *err);
+void permit_node_close(permit_node *n);
+
+const char *permit_node_name(const permit_node *n);
+int permit_node_roles(const permit_node *n);
+const char *permit_node_consent_base(const permit_node *n);
+const permit_sign_key *permit_node_sign_key(const permit_node *n);
+const permit_kx_key *permit_node_seal_key(const permit_node *n);
+permit_store *permit_node_store(permit_node *n);
+/* The 32-byte node-local secret. */
+const uint8_t *permit_node_secret(const permit_node *n);
+/* The pin set of every peer's identity key (for the TLS contexts). */
+permit_pinset *permit_node_pins(permit_node *n);
+/* This node's certificate (PEM, NUL-terminated), made at open. */
+const char *permit_node_cert(const permit_node *n);
+
+/*
+ * This node's card, signed now.  |*out| is a serialized NodeCard
+ * (malloc'd, caller frees).
+ */
+int permit_node_card(permit_node *n, uint8_t **out, size_t *len,
+                     permit_err *err);
+
+/*
+ * Verifies a NodeCard (its signature by the key it announces, the body's
+ * fields) and decodes it into |peer| (pair_key left zero).
+ */
+int permit_card_verify(const uint8_t *card, size_t len, permit_peer *peer,
+                       permit_err *err);
+
+/*
+ * Pins the peer |card| describes: verifies it, derives the pair key,
+ * stores the card, pins its key for TLS and opens its logs.  Adding the
+ * same card again is not an error; a different identity key for a known
+ * name is refused (PERMIT_EEXIST) until key rotation exists.
+ */
+int permit_node_peer_add(permit_node *n, const uint8_t *card, size_t len,
+                         permit_peer *out, permit_err *err);
+
+/* Copies the peer called |name|; PERMIT_ENOTFOUND if none. */
+int permit_node_peer(permit_node *n, const char *name, permit_peer *out);
+
+/* Copies up to |cap| peers into |out|; returns how many there are. */
+size_t permit_node_peers(permit_node *n, permit_peer *out, size_t cap);
+
+/*
+ * The log this node issues to |peer| (issuer = this node) and the mirror
+ * of the log |peer| issues to this node (issuer = peer).  NULL when the
+ * peer is not pinned.  Valid until permit_node_close().
+ */
+permit_log *permit_node_outbound(permit_node *n, const char *peer);
+permit_log *permit_node_inbound(permit_node *n, const char *peer);
+
+/*
+ * Called (on the appending thread) after entries were appended to an
+ * outbound log, so that Pull streams in follow mode can send them.
+ */
+typedef void (*permit_node_grow_fn)(void *arg, const char *peer);
+void permit_node_on_grow(permit_node *n, permit_node_grow_fn fn, void *arg);
+void permit_node_grew(permit_node *n, const char *peer);
+
+/*
+ * Called (on the writing thread) after the venue's contacts changed, so
+ * that WatchContacts streams can send the new changes.
+ */
+typedef void (*permit_node_change_fn)(void *arg);
+void permit_node_on_change(permit_node *n, permit_node_change_fn fn,
+                           void *arg);
+void permit_node_changed(permit_node *n);
+
+/* ---- lists (audience role) ---- */
+
+/*
+ * Defines or updates list |list_id|: a changed notice text makes a new
+ * version.  Fills |out| (caller frees its strings with
+ * permit_catalog_list_clear) with the current state.
+ */
+int permit_node_define_list(permit_node *n, const char *list_id,
+                            const char *title, const char *notice_text,
+                            int *changed, Permit__V1__CatalogList *out,
+                            permit_err *err);
+
+/* The signed catalog of this node's lists (malloc'd SignedCatalog). */
+int permit_node_catalog(permit_node *n, uint8_t **out, size_t *len,
+                        permit_err *err);
+
+/*
+ * Verifies a SignedCatalog from |venue| with its pinned key and decodes
+ * it (caller frees with permit__v1__catalog__free_unpacked).
+ */
+int permit_catalog_verify(const permit_peer *venue, const uint8_t *in,
+                          size_t len, Permit__V1__Catalog **out,
+                          permit_err *err);
+
+/* Stores a venue's verified catalog (issuer role). */
+int permit_node_catalog_store(permit_node *n, const char *venue,
+                              const uint8_t *signed_catalog, size_t len,
+                              permit_err *err);
+
+/* The cached catalog of |venue| (caller frees); PERMIT_ENOTFOUND if none. */
+int permit_node_catalog_get(permit_node *n, const char *venue,
+                            Permit__V1__Catalog **out, permit_err *err);
+
+/* Frees the strings permit_node_define_list() put in |l|. */
+void permit_catalog_list_clear(Permit__V1__CatalogList *l);
+
+#endif
