@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Installs the Debian 12 packages Permit needs, and nothing else.
 #   deploy/install-deps.sh build   what building permitd and permitctl needs
+#   deploy/install-deps.sh demo    the build's plus what deploy/demo.sh uses
 #   deploy/install-deps.sh test    the build's packages plus the test suite's
 # Idempotent: when every package is present it asks dpkg and returns
 # without touching apt.
 set -euo pipefail
 
 build=(cmake make gcc pkg-config libssl-dev libprotobuf-c-dev libnghttp2-dev
-       libevent-dev
+       libevent-dev libinih-dev
        protobuf-c-compiler librocksdb-dev libjansson-dev)
 test=(openssl python3)
 # The interoperability tests (tests/cli/test_interop_*.sh): grpcio and
@@ -20,10 +21,14 @@ if ! command -v node >/dev/null 2>&1; then
   test+=(nodejs npm)
 fi
 
+# The demo picks free ports with python3.
+demo=(python3)
+
 case "${1:-test}" in
   build) want=("${build[@]}") ;;
+  demo) want=("${build[@]}" "${demo[@]}") ;;
   test) want=("${build[@]}" "${test[@]}") ;;
-  *) echo "usage: $0 [build|test]" >&2; exit 2 ;;
+  *) echo "usage: $0 [build|demo|test]" >&2; exit 2 ;;
 esac
 
 missing=()

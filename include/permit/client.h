@@ -89,4 +89,17 @@ int permit_client_unary_sync(const permit_client_config *cfg,
                              char *msg, size_t msgcap, uint8_t **resp,
                              size_t *resp_len);
 
+/*
+ * A blocking call with one request and any number of responses (unary or
+ * server-streaming), each passed to |on_message|; the same contract as
+ * permit_client_unary_sync() otherwise.  |on_message| may be NULL.
+ */
+int permit_client_stream_sync(const permit_client_config *cfg,
+                              const char *path, const uint8_t *req,
+                              size_t len, int64_t timeout_ms,
+                              void (*on_message)(void *, const uint8_t *,
+                                                 size_t),
+                              void *arg, int *status, char *msg,
+                              size_t msgcap);
+
 #endif

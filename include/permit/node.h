@@ -87,6 +87,14 @@ int permit_node_card(permit_node *n, uint8_t **out, size_t *len,
                      permit_err *err);
 
 /*
+ * Builds and signs a card from its parts (no running node needed).
+ * |*out| is a serialized NodeCard (malloc'd, caller frees).
+ */
+int permit_card_build(const permit_sign_key *sign, const permit_kx_key *seal,
+                      const char *name, const char *endpoint, int roles,
+                      uint8_t **out, size_t *len, permit_err *err);
+
+/*
  * Verifies a NodeCard (its signature by the key it announces, the body's
  * fields) and decodes it into |peer| (pair_key left zero).
  */

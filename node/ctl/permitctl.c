@@ -1,35 +1,291 @@
 /*
  * permitctl - the operator's command line for a Permit node.
+ *
+ * `init` and `keys` and `card` work on the data directory itself; every
+ * other command talks to the running node over its local API.
  */
+#include <errno.h>
+#include <jansson.h>
+#include <openssl/evp.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <time.h>
 
+#include "config.h"
+#include "permit/client.h"
 #include "permit/crypto.h"
 #include "permit/identity.h"
+#include "permit/node.h"
+#include "permit/store.h"
 #include "permit/util.h"
 
 static void usage(FILE *to) {
   fprintf(to,
-          "usage: permitctl COMMAND [options]\n"
-          "\n"
-          "commands:\n"
-          "  keys [--data DIR]   show the node's key ids and public keys\n"
-          "  version             show the version\n"
-          "  help                show this text\n");
+      "usage: permitctl COMMAND [options]\n"
+      "\n"
+      "Every command takes --config FILE or --data DIR to find the node\n"
+      "(default ./permit-data/permit.conf).\n"
+      "\n"
+      "  init --name NAME --role issuer|audience|both --peer-addr HOST:PORT\n"
+      "       [--api-addr HOST:PORT] [--consent-url URL] [--data DIR]\n"
+      "                          create a node: keys, certificate, config\n"
+      "  keys                    show the node's key ids and public keys\n"
+      "  card                    print this node's signed card (JSON)\n"
+      "  peer add CARD.json      pin a peer after checking its card\n"
+      "  peer list               peers with their sync state\n"
+      "  list define --id ID --title TITLE --notice-file FILE\n"
+      "                          define a list (venue); a changed notice text\n"
+      "                          makes a new version\n"
+      "  offers --venue NAME     a venue's lists as the checkout shows them\n"
+      "  optin --order REF --email EMAIL --venue NAME --list ID\n"
+      "        --notice-version N [--given NAME] [--family NAME]\n"
+      "        [--locale TAG]    record a buyer's opt-in (reseller)\n"
+      "  contacts export --list ID [--format csv|jsonl] [--out FILE]\n"
+      "                          a list's contacts for a mailing tool\n"
+      "  compact                 flush and compact the database of a\n"
+      "                          stopped node\n"
+      "  version                 show the version\n");
 }
 
-static int cmd_keys(int argc, char **argv) {
-  const char *data = "./permit-data";
-  for (int i = 0; i < argc; i++) {
-    if (strcmp(argv[i], "--data") == 0 && i + 1 < argc) {
-      data = argv[++i];
-    } else {
-      fprintf(stderr, "permitctl keys: unknown or incomplete option \"%s\"\n",
-              argv[i]);
-      return 2;
+/* ---- options ---- */
+
+typedef struct args {
+  int argc;
+  char **argv;
+} args;
+
+/* The value of --name in |a|, or NULL. */
+static const char *opt(const args *a, const char *name) {
+  for (int i = 0; i + 1 < a->argc; i++)
+    if (strcmp(a->argv[i], name) == 0) return a->argv[i + 1];
+  return NULL;
+}
+
+/* Refuses options not in |known| (NULL-terminated), and stray words. */
+static int check_opts(const args *a, const char *const *known, int positional,
+                      const char *cmd) {
+  int seen_pos = 0;
+  for (int i = 0; i < a->argc; i++) {
+    if (strncmp(a->argv[i], "--", 2) != 0) {
+      if (++seen_pos > positional) {
+        fprintf(stderr, "permitctl %s: unexpected \"%s\"\n", cmd, a->argv[i]);
+        return -1;
+      }
+      continue;
     }
+    int ok = 0;
+    for (const char *const *k = known; *k != NULL; k++)
+      ok |= strcmp(a->argv[i], *k) == 0;
+    if (!ok || i + 1 >= a->argc) {
+      fprintf(stderr, "permitctl %s: unknown or incomplete option \"%s\"\n",
+              cmd, a->argv[i]);
+      return -1;
+    }
+    i++;
   }
+  return 0;
+}
+
+/* The first positional word after the command. */
+static const char *positional(const args *a) {
+  for (int i = 0; i < a->argc; i++) {
+    if (strncmp(a->argv[i], "--", 2) == 0) {
+      i++;
+      continue;
+    }
+    return a->argv[i];
+  }
+  return NULL;
+}
+
+/* Loads the node's configuration as --config / --data say. */
+static int load_config(const args *a, permit_config *c) {
+  permit_config_defaults(c);
+  const char *file = opt(a, "--config");
+  char path[4200];
+  if (file == NULL) {
+    const char *data = opt(a, "--data");
+    snprintf(path, sizeof path, "%s/permit.conf",
+             data != NULL ? data : "./permit-data");
+    file = path;
+  }
+  char why[512];
+  if (permit_config_load(file, c, why, sizeof why) != 0) {
+    fprintf(stderr, "permitctl: %s\n", why);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- talking to the node ---- */
+
+typedef struct api {
+  permit_client_config cc;
+  char host[300];
+  SSL_CTX *tls;
+  permit_pinset *pins;
+} api;
+
+static int api_open(const permit_config *c, api *out) {
+  memset(out, 0, sizeof *out);
+  const char *colon = strrchr(c->api_listen, ':');
+  snprintf(out->host, sizeof out->host, "%.*s", (int)(colon - c->api_listen),
+           c->api_listen);
+  int port = atoi(colon + 1);
+  /* The node writes the ports it really bound (port 0 in the config). */
+  char path[4200];
+  snprintf(path, sizeof path, "%s/ports.json", c->data);
+  json_t *ports = json_load_file(path, 0, NULL);
+  if (ports != NULL) {
+    json_int_t p = json_integer_value(json_object_get(ports, "api"));
+    if (p > 0 && p < 65536) port = (int)p;
+    json_decref(ports);
+  }
+  out->cc.host = out->host;
+  out->cc.port = port;
+  out->cc.connect_timeout_ms = 5000;
+  out->cc.bearer_token = c->api_token[0] ? c->api_token : NULL;
+  if (c->api_tls) {
+    /* Trust exactly the node's own identity key. */
+    permit_identity id;
+    permit_err err;
+    if (permit_identity_open(c->data, 0, &id, &err) != 0) {
+      fprintf(stderr, "permitctl: %s\n", err.msg);
+      return -1;
+    }
+    char *cert = NULL;
+    size_t cl;
+    out->pins = permit_pinset_new();
+    if (permit_tls_cert_create(id.sign, c->name, &cert, &cl, &err) == 0 &&
+        permit_pinset_add(out->pins, permit_sign_key_public(id.sign),
+                          c->name) == 0)
+      out->tls = permit_tls_client_ctx(id.sign, cert, out->pins, &err);
+    free(cert);
+    permit_identity_free(&id);
+    if (out->tls == NULL) {
+      fprintf(stderr, "permitctl: TLS: %s\n", err.msg);
+      return -1;
+    }
+    out->cc.tls = out->tls;
+    out->cc.authority = c->name;
+  }
+  return 0;
+}
+
+static void api_close(api *a) {
+  if (a->tls != NULL) SSL_CTX_free(a->tls);
+  if (a->pins != NULL) permit_pinset_unref(a->pins);
+}
+
+/* One unary call; prints the error and returns -1 unless OK. */
+static int call(api *a, const char *path, const ProtobufCMessage *req,
+                uint8_t **resp, size_t *rlen) {
+  size_t n = protobuf_c_message_get_packed_size(req);
+  uint8_t *buf = malloc(n ? n : 1);
+  if (buf == NULL) return -1;
+  protobuf_c_message_pack(req, buf);
+  int status;
+  char msg[512];
+  int rc = permit_client_unary_sync(&a->cc, path, buf, n, 30000, &status, msg,
+                                    sizeof msg, resp, rlen);
+  free(buf);
+  if (rc != 0 || status != PERMIT_GRPC_OK) {
+    fprintf(stderr, "permitctl: %s: %s%s%s\n", path,
+            rc != 0 ? "call failed" : permit_grpc_status_name(status),
+            msg[0] ? ": " : "", msg);
+    return -1;
+  }
+  return 0;
+}
+
+/* ---- commands ---- */
+
+static int cmd_init(const args *a) {
+  static const char *const known[] = {"--name", "--role", "--peer-addr",
+                                      "--api-addr", "--consent-url", "--data",
+                                      NULL};
+  if (check_opts(a, known, 0, "init") != 0) return 2;
+  const char *name = opt(a, "--name"), *role = opt(a, "--role"),
+             *peer = opt(a, "--peer-addr");
+  if (name == NULL || role == NULL || peer == NULL) {
+    fprintf(stderr, "permitctl init: --name, --role and --peer-addr are "
+                    "required\n");
+    return 2;
+  }
+  permit_config c;
+  permit_config_defaults(&c);
+  permit_err err;
+  if (permit_name_validate(name, &err) != 0) {
+    fprintf(stderr, "permitctl init: --name: %s\n", err.msg);
+    return 2;
+  }
+  snprintf(c.name, sizeof c.name, "%s", name);
+  c.roles = permit_config_parse_roles(role);
+  if (c.roles < 0) {
+    fprintf(stderr, "permitctl init: --role wants issuer, audience or both\n");
+    return 2;
+  }
+  char errbuf[512];
+  const char *api_addr = opt(a, "--api-addr");
+  const char *url = opt(a, "--consent-url");
+  permit_config probe = c;
+  if (permit_config_set_limit(&probe.lim, "max-streams", "1") != 0 ||
+      strrchr(peer, ':') == NULL ||
+      (api_addr != NULL && strrchr(api_addr, ':') == NULL)) {
+    fprintf(stderr, "permitctl init: addresses are HOST:PORT\n");
+    return 2;
+  }
+  snprintf(c.peer_listen, sizeof c.peer_listen, "%s", peer);
+  snprintf(c.peer_endpoint, sizeof c.peer_endpoint, "%s", peer);
+  if (api_addr != NULL) snprintf(c.api_listen, sizeof c.api_listen, "%s", api_addr);
+  if (url != NULL) snprintf(c.consent_base, sizeof c.consent_base, "%s", url);
+  const char *data = opt(a, "--data");
+  if (data == NULL) data = "./permit-data";
+  snprintf(c.data, sizeof c.data, "%s", data);
+
+  int lock = -1;
+  permit_identity id;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/permit.conf", data);
+  struct stat st;
+  if (stat(path, &st) == 0) {
+    fprintf(stderr, "permitctl init: %s exists: this node is already "
+                    "initialised\n", path);
+    return 1;
+  }
+  if (permit_identity_lock(data, &lock, &err) != 0 ||
+      permit_identity_open(data, 1, &id, &err) != 0) {
+    fprintf(stderr, "permitctl init: %s\n", err.msg);
+    if (lock >= 0) permit_identity_unlock(lock);
+    return 1;
+  }
+  int rc = permit_config_write(path, &c, errbuf, sizeof errbuf);
+  printf("%s node %s (%s) in %s\n", id.created ? "created" : "initialised",
+         name, permit_config_roles_name(c.roles), data);
+  printf("identity key %s\n", permit_sign_key_id(id.sign));
+  permit_identity_free(&id);
+  permit_identity_unlock(lock);
+  if (rc != 0) {
+    fprintf(stderr, "permitctl init: %s\n", errbuf);
+    return 1;
+  }
+  printf("config %s\nrun it with: permitd --config %s\n", path, path);
+  return 0;
+}
+
+static int cmd_keys(const args *a) {
+  static const char *const known[] = {"--data", "--config", NULL};
+  if (check_opts(a, known, 0, "keys") != 0) return 2;
+  const char *data = opt(a, "--data");
+  permit_config c;
+  if (data == NULL && opt(a, "--config") != NULL) {
+    if (load_config(a, &c) != 0) return 1;
+    data = c.data;
+  }
+  if (data == NULL) data = "./permit-data";
   permit_identity id;
   permit_err err = {0};
   if (permit_identity_open(data, 0, &id, &err) != 0) {
@@ -48,16 +304,473 @@ static int cmd_keys(int argc, char **argv) {
   return 0;
 }
 
+static char *b64(const uint8_t *in, size_t len) {
+  char *out = malloc(4 * ((len + 2) / 3) + 1);
+  if (out != NULL) EVP_EncodeBlock((unsigned char *)out, in, (int)len);
+  return out;
+}
+
+static const char *const role_names[] = {NULL, "issuer", "audience"};
+
+static int cmd_card(const args *a) {
+  static const char *const known[] = {"--data", "--config", NULL};
+  if (check_opts(a, known, 0, "card") != 0) return 2;
+  permit_config c;
+  if (load_config(a, &c) != 0) return 1;
+  permit_identity id;
+  permit_err err;
+  if (permit_identity_open(c.data, 0, &id, &err) != 0) {
+    fprintf(stderr, "permitctl card: %s\n", err.msg);
+    return 1;
+  }
+  uint8_t *card;
+  size_t cl;
+  int rc = permit_card_build(id.sign, id.seal, c.name, c.peer_endpoint,
+                             c.roles, &card, &cl, &err);
+  if (rc != 0) {
+    permit_identity_free(&id);
+    fprintf(stderr, "permitctl card: %s\n", err.msg);
+    return 1;
+  }
+  json_t *j = json_object(), *roles = json_array();
+  for (int r = 1; r <= 2; r++)
+    if (c.roles & r) json_array_append_new(roles, json_string(role_names[r]));
+  char *enc = b64(card, cl);
+  json_object_set_new(j, "name", json_string(c.name));
+  json_object_set_new(j, "endpoint", json_string(c.peer_endpoint));
+  json_object_set_new(j, "roles", roles);
+  json_object_set_new(j, "identity_key_id",
+                      json_string(permit_sign_key_id(id.sign)));
+  json_object_set_new(j, "card", json_string(enc));
+  char *text = json_dumps(j, JSON_INDENT(2));
+  printf("%s\n", text);
+  free(text);
+  free(enc);
+  json_decref(j);
+  free(card);
+  permit_identity_free(&id);
+  return 0;
+}
+
+static int cmd_peer(const args *a) {
+  static const char *const known[] = {"--data", "--config", NULL};
+  const char *sub = a->argc > 0 ? a->argv[0] : "";
+  args rest = {a->argc - 1, a->argv + 1};
+  if (strcmp(sub, "add") != 0 && strcmp(sub, "list") != 0) {
+    fprintf(stderr, "permitctl peer: add CARD.json or list\n");
+    return 2;
+  }
+  if (check_opts(&rest, known, strcmp(sub, "add") == 0, "peer") != 0)
+    return 2;
+  permit_config c;
+  api api;
+  if (load_config(&rest, &c) != 0 || api_open(&c, &api) != 0) return 1;
+  int rc = 1;
+  uint8_t *resp = NULL;
+  size_t rl = 0;
+  if (strcmp(sub, "add") == 0) {
+    const char *file = positional(&rest);
+    json_error_t je;
+    json_t *j = file ? json_load_file(file, 0, &je) : NULL;
+    const char *enc = json_string_value(json_object_get(j, "card"));
+    size_t el = enc ? strlen(enc) : 0;
+    uint8_t *raw = enc ? malloc(el) : NULL;
+    int n = raw && el % 4 == 0 && el <= 8192
+                ? EVP_DecodeBlock(raw, (const unsigned char *)enc, (int)el)
+                : -1;
+    if (n > 0 && enc[el - 1] == '=') n--;
+    if (n > 0 && enc[el - 2] == '=') n--;
+    Permit__V1__NodeCard *card =
+        n > 0 ? permit__v1__node_card__unpack(NULL, (size_t)n, raw) : NULL;
+    if (card == NULL) {
+      fprintf(stderr, "permitctl peer add: %s is not a card file (JSON with "
+                      "a base64 \"card\", as permitctl card prints)\n",
+              file ? file : "(none given)");
+    } else {
+      Permit__V1__AddPeerRequest req = PERMIT__V1__ADD_PEER_REQUEST__INIT;
+      req.card = card;
+      if (call(&api, "/permit.v1.Admin/AddPeer", &req.base, &resp, &rl) == 0) {
+        Permit__V1__PeerInfo *pi =
+            permit__v1__peer_info__unpack(NULL, rl, resp);
+        if (pi != NULL) {
+          printf("pinned %s (key %s) at %s\n", pi->name, pi->key_id,
+                 pi->endpoint);
+          permit__v1__peer_info__free_unpacked(pi, NULL);
+          rc = 0;
+        }
+      }
+      permit__v1__node_card__free_unpacked(card, NULL);
+    }
+    free(raw);
+    json_decref(j);
+  } else {
+    Permit__V1__ListPeersRequest req = PERMIT__V1__LIST_PEERS_REQUEST__INIT;
+    if (call(&api, "/permit.v1.Admin/ListPeers", &req.base, &resp, &rl) == 0) {
+      Permit__V1__ListPeersResponse *lp =
+          permit__v1__list_peers_response__unpack(NULL, rl, resp);
+      if (lp != NULL) {
+        printf("%-24s %-18s %-16s %-9s %-9s %s\n", "PEER", "ROLES", "KEY",
+               "SENT", "RECEIVED", "SYNC");
+        for (size_t i = 0; i < lp->n_peers; i++) {
+          Permit__V1__PeerInfo *p = lp->peers[i];
+          char roles[32] = "";
+          for (size_t r = 0; r < p->n_roles; r++)
+            snprintf(roles + strlen(roles), sizeof roles - strlen(roles),
+                     "%s%s", r ? "," : "",
+                     p->roles[r] == PERMIT__V1__ROLE__ROLE_ISSUER ? "issuer"
+                                                                 : "audience");
+          printf("%-24s %-18s %-16s %-9llu %-9llu %s%s\n", p->name, roles,
+                 p->key_id, (unsigned long long)p->outbound_size,
+                 (unsigned long long)p->inbound_size,
+                 p->sync_state[0] ? p->sync_state : "-",
+                 p->equivocation ? "  (EQUIVOCATION)" : "");
+        }
+        permit__v1__list_peers_response__free_unpacked(lp, NULL);
+        rc = 0;
+      }
+    }
+  }
+  free(resp);
+  api_close(&api);
+  return rc;
+}
+
+static int cmd_list(const args *a) {
+  static const char *const known[] = {"--data", "--config", "--id",
+                                      "--title", "--notice-file", NULL};
+  const char *sub = a->argc > 0 ? a->argv[0] : "";
+  args rest = {a->argc - 1, a->argv + 1};
+  if (strcmp(sub, "define") != 0) {
+    fprintf(stderr, "permitctl list: define --id ID --title T "
+                    "--notice-file FILE\n");
+    return 2;
+  }
+  if (check_opts(&rest, known, 0, "list define") != 0) return 2;
+  const char *id = opt(&rest, "--id"), *title = opt(&rest, "--title"),
+             *file = opt(&rest, "--notice-file");
+  if (id == NULL || title == NULL || file == NULL) {
+    fprintf(stderr, "permitctl list define: --id, --title and --notice-file "
+                    "are required\n");
+    return 2;
+  }
+  FILE *f = fopen(file, "rb");
+  if (f == NULL) {
+    fprintf(stderr, "permitctl list define: cannot read %s: %s\n", file,
+            strerror(errno));
+    return 1;
+  }
+  char *text = malloc(16386);
+  size_t n = text ? fread(text, 1, 16385, f) : 0;
+  fclose(f);
+  if (text == NULL || n > 16384 || n == 0) {
+    fprintf(stderr, "permitctl list define: %s must hold 1 to 16384 bytes\n",
+            file);
+    free(text);
+    return 1;
+  }
+  text[n] = '\0';
+  permit_config c;
+  api api;
+  if (load_config(&rest, &c) != 0 || api_open(&c, &api) != 0) {
+    free(text);
+    return 1;
+  }
+  Permit__V1__DefineListRequest req = PERMIT__V1__DEFINE_LIST_REQUEST__INIT;
+  req.list_id = (char *)id;
+  req.title = (char *)title;
+  req.notice_text = text;
+  uint8_t *resp = NULL;
+  size_t rl;
+  int rc = 1;
+  if (call(&api, "/permit.v1.Venue/DefineList", &req.base, &resp, &rl) == 0) {
+    Permit__V1__DefineListResponse *r =
+        permit__v1__define_list_response__unpack(NULL, rl, resp);
+    if (r != NULL) {
+      char hex[65] = "";
+      if (r->notice_sha256.len == 32)
+        permit_hex_encode(r->notice_sha256.data, 32, hex);
+      printf("list %s: notice version %u%s, sha256 %s\n", id,
+             r->notice_version, r->changed ? " (new)" : " (unchanged)", hex);
+      permit__v1__define_list_response__free_unpacked(r, NULL);
+      rc = 0;
+    }
+  }
+  free(resp);
+  free(text);
+  api_close(&api);
+  return rc;
+}
+
+static int cmd_offers(const args *a) {
+  static const char *const known[] = {"--data", "--config", "--venue", NULL};
+  if (check_opts(a, known, 0, "offers") != 0) return 2;
+  const char *venue = opt(a, "--venue");
+  if (venue == NULL) {
+    fprintf(stderr, "permitctl offers: --venue is required\n");
+    return 2;
+  }
+  permit_config c;
+  api api;
+  if (load_config(a, &c) != 0 || api_open(&c, &api) != 0) return 1;
+  Permit__V1__ListOffersRequest req = PERMIT__V1__LIST_OFFERS_REQUEST__INIT;
+  req.venue = (char *)venue;
+  uint8_t *resp = NULL;
+  size_t rl;
+  int rc = 1;
+  if (call(&api, "/permit.v1.Checkout/ListOffers", &req.base, &resp, &rl) ==
+      0) {
+    Permit__V1__ListOffersResponse *r =
+        permit__v1__list_offers_response__unpack(NULL, rl, resp);
+    for (size_t i = 0; r != NULL && i < r->n_lists; i++)
+      printf("%s  \"%s\"  notice v%u: %s\n", r->lists[i]->list_id,
+             r->lists[i]->title, r->lists[i]->notice_version,
+             r->lists[i]->notice_text);
+    if (r != NULL) {
+      permit__v1__list_offers_response__free_unpacked(r, NULL);
+      rc = 0;
+    }
+  }
+  free(resp);
+  api_close(&api);
+  return rc;
+}
+
+static int cmd_optin(const args *a) {
+  static const char *const known[] = {
+      "--data",  "--config", "--order", "--email", "--venue", "--list",
+      "--notice-version", "--given", "--family", "--locale", NULL};
+  if (check_opts(a, known, 0, "optin") != 0) return 2;
+  Permit__V1__RecordOptInRequest req = PERMIT__V1__RECORD_OPT_IN_REQUEST__INIT;
+  req.order_ref = (char *)opt(a, "--order");
+  req.email = (char *)opt(a, "--email");
+  req.venue = (char *)opt(a, "--venue");
+  req.list_id = (char *)opt(a, "--list");
+  const char *ver = opt(a, "--notice-version");
+  if (!req.order_ref || !req.email || !req.venue || !req.list_id || !ver) {
+    fprintf(stderr, "permitctl optin: --order, --email, --venue, --list and "
+                    "--notice-version are required\n");
+    return 2;
+  }
+  char *end;
+  unsigned long v = strtoul(ver, &end, 10);
+  if (*end != '\0' || v == 0 || v > 0xffffffffUL) {
+    fprintf(stderr, "permitctl optin: --notice-version is a number\n");
+    return 2;
+  }
+  req.notice_version = (uint32_t)v;
+  const char *g = opt(a, "--given"), *f = opt(a, "--family"),
+             *l = opt(a, "--locale");
+  req.given_name = (char *)(g ? g : "");
+  req.family_name = (char *)(f ? f : "");
+  req.locale = (char *)(l ? l : "");
+  permit_config c;
+  api api;
+  if (load_config(a, &c) != 0 || api_open(&c, &api) != 0) return 1;
+  uint8_t *resp = NULL;
+  size_t rl;
+  int rc = 1;
+  if (call(&api, "/permit.v1.Checkout/RecordOptIn", &req.base, &resp, &rl) ==
+      0) {
+    Permit__V1__RecordOptInResponse *r =
+        permit__v1__record_opt_in_response__unpack(NULL, rl, resp);
+    if (r != NULL) {
+      char hex[33] = "";
+      if (r->record_id.len == 16) permit_hex_encode(r->record_id.data, 16, hex);
+      printf("%s record %s (seq %llu)\nconsent link: %s\n",
+             r->status ==
+                     PERMIT__V1__RECORD_OPT_IN_RESPONSE__STATUS__ALREADY_ACTIVE
+                 ? "already active:"
+                 : "created",
+             hex, (unsigned long long)r->seq, r->consent_link);
+      permit__v1__record_opt_in_response__free_unpacked(r, NULL);
+      rc = 0;
+    }
+  }
+  free(resp);
+  api_close(&api);
+  return rc;
+}
+
+/* RFC 4180: quote when needed, double the quotes. */
+static void csv_field(FILE *out, const char *s, int last) {
+  int quote = strpbrk(s, ",\"\r\n") != NULL;
+  if (quote) {
+    fputc('"', out);
+    for (; *s; s++) {
+      if (*s == '"') fputc('"', out);
+      fputc(*s, out);
+    }
+    fputc('"', out);
+  } else {
+    fputs(s, out);
+  }
+  fputs(last ? "\r\n" : ",", out);
+}
+
+typedef struct export_ctx {
+  FILE *out;
+  int jsonl, count, bad;
+} export_ctx;
+
+static void iso_time(int64_t ms, char *buf, size_t cap) {
+  time_t t = (time_t)(ms / 1000);
+  struct tm tm;
+  gmtime_r(&t, &tm);
+  strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void export_one(void *arg, const uint8_t *msg, size_t len) {
+  export_ctx *x = arg;
+  Permit__V1__ContactEntry *e =
+      permit__v1__contact_entry__unpack(NULL, len, msg);
+  if (e == NULL) {
+    x->bad++;
+    return;
+  }
+  char when[32], rid[33] = "", ver[16];
+  iso_time(e->collected_at_ms, when, sizeof when);
+  if (e->record_id.len == 16) permit_hex_encode(e->record_id.data, 16, rid);
+  snprintf(ver, sizeof ver, "%u", e->notice_version);
+  if (x->jsonl) {
+    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s}",
+                          "email", e->email, "given_name", e->given_name,
+                          "family_name", e->family_name, "locale", e->locale,
+                          "opt_in_time", when, "source", e->issuer,
+                          "notice_version", (int)e->notice_version,
+                          "record_id", rid, "list_id", e->list_id, "status",
+                          e->status);
+    char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    if (line != NULL) fprintf(x->out, "%s\n", line);
+    free(line);
+    json_decref(j);
+  } else {
+    csv_field(x->out, e->email, 0);
+    csv_field(x->out, e->given_name, 0);
+    csv_field(x->out, e->family_name, 0);
+    csv_field(x->out, e->locale, 0);
+    csv_field(x->out, when, 0);
+    csv_field(x->out, e->issuer, 0);
+    csv_field(x->out, ver, 0);
+    csv_field(x->out, rid, 1);
+  }
+  x->count++;
+  permit__v1__contact_entry__free_unpacked(e, NULL);
+}
+
+static int cmd_contacts(const args *a) {
+  static const char *const known[] = {"--data", "--config", "--list",
+                                      "--format", "--out", NULL};
+  const char *sub = a->argc > 0 ? a->argv[0] : "";
+  args rest = {a->argc - 1, a->argv + 1};
+  if (strcmp(sub, "export") != 0) {
+    fprintf(stderr, "permitctl contacts: export --list ID\n");
+    return 2;
+  }
+  if (check_opts(&rest, known, 0, "contacts export") != 0) return 2;
+  const char *list = opt(&rest, "--list"), *format = opt(&rest, "--format"),
+             *file = opt(&rest, "--out");
+  if (list == NULL) {
+    fprintf(stderr, "permitctl contacts export: --list is required\n");
+    return 2;
+  }
+  if (format == NULL) format = "csv";
+  if (strcmp(format, "csv") != 0 && strcmp(format, "jsonl") != 0) {
+    fprintf(stderr, "permitctl contacts export: --format is csv or jsonl\n");
+    return 2;
+  }
+  permit_config c;
+  api api;
+  if (load_config(&rest, &c) != 0 || api_open(&c, &api) != 0) return 1;
+  /* Written to a temporary file and renamed: a failed export leaves no
+   * half file for the mailing tool to import. */
+  char tmp[4300];
+  FILE *out = stdout;
+  if (file != NULL) {
+    snprintf(tmp, sizeof tmp, "%s.tmp", file);
+    out = fopen(tmp, "w");
+    if (out == NULL) {
+      fprintf(stderr, "permitctl contacts export: cannot write %s: %s\n", tmp,
+              strerror(errno));
+      api_close(&api);
+      return 1;
+    }
+  }
+  export_ctx x = {out, strcmp(format, "jsonl") == 0, 0, 0};
+  if (!x.jsonl)
+    fputs("Email Address,First Name,Last Name,Language,Opt-in Time,Source,"
+          "Notice Version,Record Id\r\n", out);
+  Permit__V1__ListContactsRequest req = PERMIT__V1__LIST_CONTACTS_REQUEST__INIT;
+  req.list_id = (char *)list;
+  size_t n = permit__v1__list_contacts_request__get_packed_size(&req);
+  uint8_t buf[256];
+  permit__v1__list_contacts_request__pack(&req, buf);
+  int status;
+  char msg[512];
+  int rc = permit_client_stream_sync(&api.cc, "/permit.v1.Venue/ListContacts",
+                                     buf, n, 60000, export_one, &x, &status,
+                                     msg, sizeof msg);
+  int ok = rc == 0 && status == PERMIT_GRPC_OK && x.bad == 0;
+  if (file != NULL) {
+    ok = fflush(out) == 0 && ok;
+    fclose(out);
+    if (ok)
+      ok = rename(tmp, file) == 0;
+    else
+      remove(tmp);
+  }
+  if (!ok)
+    fprintf(stderr, "permitctl contacts export: %s%s%s\n",
+            rc != 0 ? "call failed" : permit_grpc_status_name(status),
+            msg[0] ? ": " : "", msg);
+  else if (file != NULL)
+    fprintf(stderr, "%d contacts of list %s written to %s\n", x.count, list,
+            file);
+  api_close(&api);
+  return ok ? 0 : 1;
+}
+
+static int cmd_compact(const args *a) {
+  static const char *const known[] = {"--data", "--config", NULL};
+  if (check_opts(a, known, 0, "compact") != 0) return 2;
+  permit_config c;
+  if (load_config(a, &c) != 0) return 1;
+  int lock = -1;
+  permit_err err;
+  permit_store *s = NULL;
+  char path[4200];
+  snprintf(path, sizeof path, "%s/db", c.data);
+  int rc = permit_identity_lock(c.data, &lock, &err);
+  if (rc == 0) rc = permit_store_open(path, &s, &err);
+  if (rc == 0) rc = permit_store_compact(s, &err);
+  permit_store_close(s);
+  if (lock >= 0) permit_identity_unlock(lock);
+  if (rc != 0) {
+    fprintf(stderr, "permitctl compact: %s\n", err.msg);
+    return 1;
+  }
+  printf("compacted %s\n", path);
+  return 0;
+}
+
 int main(int argc, char **argv) {
+  signal(SIGPIPE, SIG_IGN);
   if (argc < 2) {
     usage(stderr);
     return 2;
   }
   const char *cmd = argv[1];
+  args a = {argc - 2, argv + 2};
   int rc;
-  if (strcmp(cmd, "keys") == 0) {
-    rc = cmd_keys(argc - 2, argv + 2);
-  } else if (strcmp(cmd, "version") == 0) {
+  if (strcmp(cmd, "init") == 0) rc = cmd_init(&a);
+  else if (strcmp(cmd, "keys") == 0) rc = cmd_keys(&a);
+  else if (strcmp(cmd, "card") == 0) rc = cmd_card(&a);
+  else if (strcmp(cmd, "peer") == 0) rc = cmd_peer(&a);
+  else if (strcmp(cmd, "list") == 0) rc = cmd_list(&a);
+  else if (strcmp(cmd, "offers") == 0) rc = cmd_offers(&a);
+  else if (strcmp(cmd, "optin") == 0) rc = cmd_optin(&a);
+  else if (strcmp(cmd, "contacts") == 0) rc = cmd_contacts(&a);
+  else if (strcmp(cmd, "compact") == 0) rc = cmd_compact(&a);
+  else if (strcmp(cmd, "version") == 0) {
     printf("permitctl 0.1.0 (protocol permit/v1)\n");
     rc = 0;
   } else if (strcmp(cmd, "help") == 0 || strcmp(cmd, "--help") == 0) {

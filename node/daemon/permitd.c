@@ -1,11 +1,12 @@
 /*
  * permitd - the Permit node daemon.
  *
- * It creates or loads the node's keys, opens its RocksDB database, makes
- * the TLS certificate of its identity key, and serves two listeners: the
- * peer listener (TLS 1.3, mutual, pinned keys) and the local API listener
- * (h2c on 127.0.0.1 by default, optionally TLS and a bearer token).  It
- * logs JSON lines on stderr and stops cleanly on SIGINT or SIGTERM.
+ * It opens the node (keys, created on first run; RocksDB; pinned peers),
+ * serves the peer listener (TLS 1.3, mutual, pinned keys: Peer, Health,
+ * reflection) and the local API listener (h2c on 127.0.0.1 by default,
+ * optionally TLS and a bearer token: Checkout, Venue, Admin, Health,
+ * reflection, /metrics), and runs the sync of every issuer's log.  It logs
+ * JSON lines on stderr and stops cleanly on SIGINT or SIGTERM.
  */
 #include <event2/buffer.h>
 #include <pthread.h>
@@ -15,40 +16,36 @@
 #include <string.h>
 #include <sys/stat.h>
 
+#include "config.h"
 #include "permit/crypto.h"
-#include "permit/identity.h"
 #include "permit/logging.h"
-#include "permit/record.h"
+#include "permit/node.h"
+#include "permit/node_services.h"
 #include "permit/server.h"
 #include "permit/services.h"
-#include "permit/store.h"
 #include "permit/tls.h"
 
 #define MAX_TRUST 32
+#define MAX_METHODS 32
 
 typedef struct options {
-  const char *data;
-  const char *name;
-  char peer_host[64];
-  int peer_port;
-  char api_host[64];
-  int api_port;
-  const char *api_token;
-  int api_tls;
+  permit_config cfg;
   int workers;
   const char *trust[MAX_TRUST];
   int ntrust;
-  permit_server_limits lim;
 } options;
 
 static void usage(FILE *to) {
   fprintf(to,
-      "usage: permitd [options]\n"
+      "usage: permitd [--config FILE] [options]\n"
       "\n"
+      "  --config FILE          read settings from FILE (permitctl init\n"
+      "                         writes one); options below override it\n"
       "  --data DIR             node data directory (default ./permit-data);\n"
       "                         keys are created there on first run\n"
       "  --name NAME            node name, e.g. tixly.example (default\n"
       "                         permit.localhost)\n"
+      "  --roles R              issuer, audience or both (default both)\n"
       "  --peer-listen H:P      peer listener, TLS 1.3 mutual (default\n"
       "                         127.0.0.1:7443; port 0: the kernel picks)\n"
       "  --api-listen H:P       local API listener (default 127.0.0.1:7080)\n"
@@ -56,7 +53,7 @@ static void usage(FILE *to) {
       "  --api-token TOKEN      require \"authorization: Bearer TOKEN\" on\n"
       "                         the local API\n"
       "  --trust-cert NAME=PEM  pin the Ed25519 key of certificate PEM as\n"
-      "                         peer NAME (repeatable)\n"
+      "                         client NAME (a probe, not a Permit peer)\n"
       "  --workers N            event-loop threads (default: one per core)\n"
       "  --limit NAME=VALUE     change a limit: max-message (bytes, 1048576),\n"
       "                         max-streams (per connection, 128),\n"
@@ -69,60 +66,35 @@ static void usage(FILE *to) {
       "written to DIR/ports.json; the certificate to DIR/node.crt.\n");
 }
 
-static int parse_hostport(const char *s, char *host, size_t cap, int *port) {
+static int is_hostport(const char *s) {
   const char *colon = strrchr(s, ':');
-  if (colon == NULL || (size_t)(colon - s) >= cap || colon == s) return -1;
+  if (colon == NULL || colon == s || strlen(s) >= 300) return 0;
   char *end;
   long p = strtol(colon + 1, &end, 10);
-  if (*end != '\0' || p < 0 || p > 65535 || end == colon + 1) return -1;
+  return *end == '\0' && end != colon + 1 && p >= 0 && p <= 65535;
+}
+
+static int split_hostport(const char *s, char *host, size_t cap, int *port) {
+  const char *colon = strrchr(s, ':');
+  if (!is_hostport(s) || (size_t)(colon - s) >= cap) return -1;
   memcpy(host, s, (size_t)(colon - s));
   host[colon - s] = '\0';
-  *port = (int)p;
+  *port = atoi(colon + 1);
   return 0;
 }
 
-/* NAME=VALUE for one of the server limits; each has a sane range. */
-static int parse_limit(const char *s, permit_server_limits *l) {
-  static const struct {
-    const char *name;
-    long min, max;
-  } known[] = {{"max-message", 1024, 64L << 20},
-               {"max-streams", 1, 10000},
-               {"max-header-list", 1024, 1 << 20},
-               {"max-connections", 1, 1000000},
-               {"handshake-timeout-ms", 100, 600000},
-               {"idle-timeout-ms", 100, 86400000}};
-  const char *eq = strchr(s, '=');
-  if (eq == NULL) return -1;
-  char *end;
-  long v = strtol(eq + 1, &end, 10);
-  if (*end != '\0' || end == eq + 1) return -1;
-  for (int i = 0; i < 6; i++) {
-    if (strncmp(s, known[i].name, (size_t)(eq - s)) != 0 ||
-        known[i].name[eq - s] != '\0')
-      continue;
-    if (v < known[i].min || v > known[i].max) return -1;
-    switch (i) {
-    case 0: l->max_message = (uint32_t)v; break;
-    case 1: l->max_concurrent_streams = (uint32_t)v; break;
-    case 2: l->max_header_list = (uint32_t)v; break;
-    case 3: l->max_connections = (int)v; break;
-    case 4: l->handshake_timeout_ms = (int)v; break;
-    case 5: l->idle_timeout_ms = (int)v; break;
-    }
-    return 0;
-  }
-  return -1;
-}
-
 static int parse_args(int argc, char **argv, options *o) {
-  permit_server_limits_default(&o->lim);
-  o->data = "./permit-data";
-  o->name = "permit.localhost";
-  strcpy(o->peer_host, "127.0.0.1");
-  o->peer_port = 7443;
-  strcpy(o->api_host, "127.0.0.1");
-  o->api_port = 7080;
+  permit_config_defaults(&o->cfg);
+  /* The file first, wherever --config stands: options override it. */
+  for (int i = 1; i + 1 < argc; i++)
+    if (strcmp(argv[i], "--config") == 0) {
+      char why[512];
+      if (permit_config_load(argv[i + 1], &o->cfg, why, sizeof why) != 0) {
+        fprintf(stderr, "permitd: %s\n", why);
+        return -1;
+      }
+    }
+  int endpoint_set = o->cfg.peer_endpoint[0] != '\0';
   for (int i = 1; i < argc; i++) {
     const char *a = argv[i];
     const char *v = i + 1 < argc ? argv[i + 1] : NULL;
@@ -131,40 +103,42 @@ static int parse_args(int argc, char **argv, options *o) {
       usage(stdout);
       exit(0);
     } else if (strcmp(a, "--api-tls") == 0) {
-      o->api_tls = 1;
+      o->cfg.api_tls = 1;
       takes = 0;
     } else if (v == NULL) {
       fprintf(stderr, "permitd: unknown or incomplete option \"%s\"\n", a);
       return -1;
+    } else if (strcmp(a, "--config") == 0) {
+      /* read above */
     } else if (strcmp(a, "--data") == 0) {
-      o->data = v;
+      snprintf(o->cfg.data, sizeof o->cfg.data, "%s", v);
     } else if (strcmp(a, "--name") == 0) {
       permit_err err;
       if (permit_name_validate(v, &err) != 0) {
         fprintf(stderr, "permitd: --name: %s\n", err.msg);
         return -1;
       }
-      o->name = v;
-    } else if (strcmp(a, "--peer-listen") == 0) {
-      if (parse_hostport(v, o->peer_host, sizeof o->peer_host,
-                         &o->peer_port) != 0) {
-        fprintf(stderr, "permitd: --peer-listen wants HOST:PORT, not \"%s\"\n",
-                v);
+      snprintf(o->cfg.name, sizeof o->cfg.name, "%s", v);
+    } else if (strcmp(a, "--roles") == 0) {
+      o->cfg.roles = permit_config_parse_roles(v);
+      if (o->cfg.roles < 0) {
+        fprintf(stderr, "permitd: --roles wants issuer, audience or both\n");
         return -1;
       }
-    } else if (strcmp(a, "--api-listen") == 0) {
-      if (parse_hostport(v, o->api_host, sizeof o->api_host, &o->api_port) !=
-          0) {
-        fprintf(stderr, "permitd: --api-listen wants HOST:PORT, not \"%s\"\n",
-                v);
+    } else if (strcmp(a, "--peer-listen") == 0 ||
+               strcmp(a, "--api-listen") == 0) {
+      if (!is_hostport(v)) {
+        fprintf(stderr, "permitd: %s wants HOST:PORT, not \"%s\"\n", a, v);
         return -1;
       }
+      snprintf(a[2] == 'p' ? o->cfg.peer_listen : o->cfg.api_listen, 300,
+               "%s", v);
     } else if (strcmp(a, "--api-token") == 0) {
       if (strlen(v) < 16 || strlen(v) > 200) {
         fprintf(stderr, "permitd: --api-token must be 16 to 200 characters\n");
         return -1;
       }
-      o->api_token = v;
+      snprintf(o->cfg.api_token, sizeof o->cfg.api_token, "%s", v);
     } else if (strcmp(a, "--trust-cert") == 0) {
       if (o->ntrust == MAX_TRUST || strchr(v, '=') == NULL) {
         fprintf(stderr, "permitd: --trust-cert wants NAME=FILE (at most %d)\n",
@@ -172,15 +146,22 @@ static int parse_args(int argc, char **argv, options *o) {
         return -1;
       }
       o->trust[o->ntrust++] = v;
-    } else if (strcmp(a, "--limit") == 0) {
-      if (parse_limit(v, &o->lim) != 0) {
-        fprintf(stderr, "permitd: --limit: bad or unknown limit \"%s\"\n", v);
-        return -1;
-      }
     } else if (strcmp(a, "--workers") == 0) {
       o->workers = atoi(v);
       if (o->workers < 1 || o->workers > 64) {
         fprintf(stderr, "permitd: --workers must be 1 to 64\n");
+        return -1;
+      }
+    } else if (strcmp(a, "--limit") == 0) {
+      char name[64];
+      const char *eq = strchr(v, '=');
+      if (eq == NULL || (size_t)(eq - v) >= sizeof name) {
+        fprintf(stderr, "permitd: --limit wants NAME=VALUE\n");
+        return -1;
+      }
+      snprintf(name, sizeof name, "%.*s", (int)(eq - v), v);
+      if (permit_config_set_limit(&o->cfg.lim, name, eq + 1) != 0) {
+        fprintf(stderr, "permitd: --limit: bad or unknown limit \"%s\"\n", v);
         return -1;
       }
     } else if (strcmp(a, "--log-level") == 0) {
@@ -196,6 +177,9 @@ static int parse_args(int argc, char **argv, options *o) {
     }
     i += takes;
   }
+  if (!endpoint_set)
+    snprintf(o->cfg.peer_endpoint, sizeof o->cfg.peer_endpoint, "%s",
+             o->cfg.peer_listen);
   return 0;
 }
 
@@ -276,6 +260,7 @@ int main(int argc, char **argv) {
     usage(stderr);
     return 2;
   }
+  permit_config *cfg = &o.cfg;
   /* A shell starts background jobs with SIGINT ignored; an ignored signal
    * never reaches sigwait(), so restore the default first.  Then block the
    * stop signals before any thread starts, so only sigwait() sees them. */
@@ -288,16 +273,18 @@ int main(int argc, char **argv) {
   sigaddset(&stop, SIGTERM);
   pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
-  int rc = 1, lock_fd = -1;
+  int rc = 1;
   permit_err err = {0};
-  permit_identity id = {0};
-  permit_store *store = NULL;
-  permit_pinset *pins = NULL;
-  SSL_CTX *peer_tls = NULL, *api_tls = NULL;
+  permit_node *node = NULL;
+  SSL_CTX *peer_tls = NULL, *api_tls = NULL, *client_tls = NULL;
   permit_server *srv = NULL;
   permit_health *health = NULL;
   permit_reflection *refl = NULL;
-  char *cert = NULL;
+  permit_peer_service *peer_svc = NULL;
+  permit_checkout *checkout = NULL;
+  permit_venue *venue = NULL;
+  permit_admin *admin = NULL;
+  permit_sync *sync = NULL;
   char path[4300];
 
   if (permit_crypto_init() != 0) {
@@ -305,55 +292,44 @@ int main(int argc, char **argv) {
                 "OpenSSL lacks an algorithm Permit needs");
     return 1;
   }
-  if (permit_identity_lock(o.data, &lock_fd, &err) != 0) {
-    permit_logf(PERMIT_LEVEL_ERROR, "data.locked", "%s", err.msg);
+  permit_node_config ncfg = {.name = cfg->name,
+                             .roles = cfg->roles,
+                             .data_dir = cfg->data,
+                             .endpoint = cfg->peer_endpoint,
+                             .consent_base_url = cfg->consent_base};
+  if (permit_node_open(&ncfg, &node, &err) != 0) {
+    permit_logf(PERMIT_LEVEL_ERROR,
+                err.code == PERMIT_EEXIST ? "data.locked" : "node.open_failed",
+                "%s", err.msg);
     goto out;
   }
-  if (permit_identity_open(o.data, 1, &id, &err) != 0) {
-    permit_logf(PERMIT_LEVEL_ERROR, "keys.failed", "%s", err.msg);
-    goto out;
-  }
-  permit_logf(PERMIT_LEVEL_INFO, id.created ? "keys.created" : "keys.loaded",
-              "%s identity key %s in %s/keys",
-              id.created ? "created" : "loaded", permit_sign_key_id(id.sign),
-              o.data);
+  permit_logf(PERMIT_LEVEL_INFO, "node.opened",
+              "node %s (%s), identity key %s, data in %s", cfg->name,
+              permit_config_roles_name(cfg->roles),
+              permit_sign_key_id(permit_node_sign_key(node)), cfg->data);
 
-  snprintf(path, sizeof path, "%s/db", o.data);
-  if (permit_store_open(path, &store, &err) != 0) {
-    permit_logf(PERMIT_LEVEL_ERROR, "store.failed", "%s", err.msg);
-    goto out;
-  }
-  permit_logf(PERMIT_LEVEL_INFO, "store.opened", "RocksDB database %s open",
-              path);
-
-  size_t certlen;
-  if (permit_tls_cert_create(id.sign, o.name, &cert, &certlen, &err) != 0) {
-    permit_logf(PERMIT_LEVEL_ERROR, "tls.cert_failed", "%s", err.msg);
-    goto out;
-  }
-  snprintf(path, sizeof path, "%s/node.crt", o.data);
-  if (write_file(path, cert, 0644) != 0)
-    permit_logf(PERMIT_LEVEL_WARN, "tls.cert_not_written",
-                "cannot write %s", path);
-  pins = permit_pinset_new();
-  if (pins == NULL || load_trust(&o, pins, &err) != 0) {
+  snprintf(path, sizeof path, "%s/node.crt", cfg->data);
+  if (write_file(path, permit_node_cert(node), 0644) != 0)
+    permit_logf(PERMIT_LEVEL_WARN, "tls.cert_not_written", "cannot write %s",
+                path);
+  if (load_trust(&o, permit_node_pins(node), &err) != 0) {
     permit_logf(PERMIT_LEVEL_ERROR, "peer.pin_failed", "%s", err.msg);
     goto out;
   }
-  peer_tls = permit_tls_server_ctx(id.sign, cert, pins, &err);
-  if (peer_tls == NULL) {
+  const permit_sign_key *key = permit_node_sign_key(node);
+  peer_tls = permit_tls_server_ctx(key, permit_node_cert(node),
+                                   permit_node_pins(node), &err);
+  client_tls = peer_tls ? permit_tls_client_ctx(key, permit_node_cert(node),
+                                                permit_node_pins(node), &err)
+                        : NULL;
+  if (client_tls != NULL && cfg->api_tls)
+    api_tls = permit_tls_server_ctx(key, permit_node_cert(node), NULL, &err);
+  if (client_tls == NULL || (cfg->api_tls && api_tls == NULL)) {
     permit_logf(PERMIT_LEVEL_ERROR, "tls.ctx_failed", "%s", err.msg);
     goto out;
   }
-  if (o.api_tls) {
-    api_tls = permit_tls_server_ctx(id.sign, cert, NULL, &err);
-    if (api_tls == NULL) {
-      permit_logf(PERMIT_LEVEL_ERROR, "tls.ctx_failed", "%s", err.msg);
-      goto out;
-    }
-  }
 
-  srv = permit_server_new(o.workers, &o.lim, &err);
+  srv = permit_server_new(o.workers, &cfg->lim, &err);
   if (srv == NULL) {
     permit_logf(PERMIT_LEVEL_ERROR, "server.failed", "%s", err.msg);
     goto out;
@@ -361,34 +337,70 @@ int main(int argc, char **argv) {
   health = permit_health_new(srv);
   static const char *const services[] = {
       "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
-      "grpc.reflection.v1alpha.ServerReflection"};
+      "grpc.reflection.v1alpha.ServerReflection", "permit.v1.Peer",
+      "permit.v1.Checkout", "permit.v1.Venue", "permit.v1.Admin"};
   refl = permit_reflection_new(permit_descriptor_set,
-                               permit_descriptor_set_len, services, 3, &err);
-  if (health == NULL || refl == NULL) {
+                               permit_descriptor_set_len, services, 7, &err);
+  peer_svc = refl ? permit_peer_service_new(node, srv, &err) : NULL;
+  if (peer_svc != NULL && (cfg->roles & PERMIT_ROLE_ISSUER))
+    checkout = permit_checkout_new(node, &err);
+  if (peer_svc != NULL && (cfg->roles & PERMIT_ROLE_AUDIENCE))
+    venue = permit_venue_new(node, srv, &err);
+  if (health == NULL || refl == NULL || peer_svc == NULL ||
+      ((cfg->roles & PERMIT_ROLE_ISSUER) && checkout == NULL) ||
+      ((cfg->roles & PERMIT_ROLE_AUDIENCE) && venue == NULL)) {
     permit_logf(PERMIT_LEVEL_ERROR, "server.failed", "services: %s", err.msg);
     goto out;
   }
-  permit_method methods[4];
-  permit_health_methods(health, methods);
-  permit_reflection_methods(refl, methods + 2);
+  sync = permit_sync_start(node, client_tls, &err);
+  admin = sync ? permit_admin_new(node, sync, &err) : NULL;
+  if (sync == NULL || admin == NULL) {
+    permit_logf(PERMIT_LEVEL_ERROR, "sync.failed", "%s", err.msg);
+    goto out;
+  }
+
+  /* Method tables: the peer listener serves peers only what they need. */
+  permit_method peer_methods[MAX_METHODS], api_methods[MAX_METHODS];
+  size_t np = 0, na = 0;
+  permit_health_methods(health, peer_methods);
+  permit_reflection_methods(refl, peer_methods + 2);
+  permit_peer_service_methods(peer_svc, peer_methods + 4);
+  np = 4 + PERMIT_PEER_METHODS;
+  permit_health_methods(health, api_methods);
+  permit_reflection_methods(refl, api_methods + 2);
+  na = 4;
+  if (checkout != NULL) {
+    permit_checkout_methods(checkout, api_methods + na);
+    na += PERMIT_CHECKOUT_METHODS;
+  }
+  if (venue != NULL) {
+    permit_venue_methods(venue, api_methods + na);
+    na += PERMIT_VENUE_METHODS;
+  }
+  permit_admin_methods(admin, api_methods + na);
+  na += PERMIT_ADMIN_METHODS;
   permit_http_route routes[] = {{"/metrics", metrics_route, srv}};
 
+  char peer_host[300], api_host[300];
+  int peer_port, api_port;
+  split_hostport(cfg->peer_listen, peer_host, sizeof peer_host, &peer_port);
+  split_hostport(cfg->api_listen, api_host, sizeof api_host, &api_port);
   permit_listener_config peer = {.name = "peer",
-                                 .host = o.peer_host,
-                                 .port = o.peer_port,
+                                 .host = peer_host,
+                                 .port = peer_port,
                                  .tls = peer_tls,
-                                 .methods = methods,
-                                 .nmethods = 4};
+                                 .methods = peer_methods,
+                                 .nmethods = np};
   permit_listener_config api = {.name = "local",
-                                .host = o.api_host,
-                                .port = o.api_port,
+                                .host = api_host,
+                                .port = api_port,
                                 .tls = api_tls,
-                                .bearer_token = o.api_token,
-                                .methods = methods,
-                                .nmethods = 4,
+                                .bearer_token =
+                                    cfg->api_token[0] ? cfg->api_token : NULL,
+                                .methods = api_methods,
+                                .nmethods = na,
                                 .routes = routes,
                                 .nroutes = 1};
-  int peer_port, api_port;
   if (permit_server_listen(srv, &peer, &peer_port, &err) != 0 ||
       permit_server_listen(srv, &api, &api_port, &err) != 0 ||
       permit_server_start(srv, &err) != 0) {
@@ -399,18 +411,19 @@ int main(int argc, char **argv) {
   permit_health_set(health, "grpc.health.v1.Health", PERMIT_SERVING);
   permit_logf(PERMIT_LEVEL_INFO, "listener.ready",
               "peer listener on %s:%d (TLS 1.3, mutual, pinned keys)",
-              o.peer_host, peer_port);
+              peer_host, peer_port);
   permit_logf(PERMIT_LEVEL_INFO, "listener.ready",
-              "local API listener on %s:%d (%s%s)", o.api_host, api_port,
-              o.api_tls ? "TLS" : "h2c", o.api_token ? ", bearer token" : "");
+              "local API listener on %s:%d (%s%s)", api_host, api_port,
+              cfg->api_tls ? "TLS" : "h2c",
+              cfg->api_token[0] ? ", bearer token" : "");
   char ports[128];
   snprintf(ports, sizeof ports, "{\"peer\": %d, \"api\": %d}\n", peer_port,
            api_port);
-  snprintf(path, sizeof path, "%s/ports.json", o.data);
+  snprintf(path, sizeof path, "%s/ports.json", cfg->data);
   write_file(path, ports, 0644);
   permit_logf(PERMIT_LEVEL_INFO, "node.ready",
-              "node %s ready (identity %s); Ctrl-C stops it", o.name,
-              permit_sign_key_id(id.sign));
+              "node %s ready (identity %s); Ctrl-C stops it", cfg->name,
+              permit_sign_key_id(key));
 
   int sig = 0;
   sigwait(&stop, &sig);
@@ -421,17 +434,19 @@ int main(int argc, char **argv) {
   permit_health_set(health, "", PERMIT_NOT_SERVING);
   permit_health_set(health, "grpc.health.v1.Health", PERMIT_NOT_SERVING);
 out:
+  if (sync != NULL) permit_sync_stop(sync);
   if (srv != NULL) permit_server_stop(srv);
   permit_server_free(srv);
+  permit_admin_free(admin);
+  permit_venue_free(venue);
+  permit_checkout_free(checkout);
+  permit_peer_service_free(peer_svc);
   permit_health_free(health);
   permit_reflection_free(refl);
   if (peer_tls != NULL) SSL_CTX_free(peer_tls);
   if (api_tls != NULL) SSL_CTX_free(api_tls);
-  if (pins != NULL) permit_pinset_unref(pins);
-  free(cert);
-  permit_store_close(store);
-  permit_identity_free(&id);
-  if (lock_fd >= 0) permit_identity_unlock(lock_fd);
+  if (client_tls != NULL) SSL_CTX_free(client_tls);
+  permit_node_close(node);
   permit_crypto_cleanup();
   if (rc == 0) permit_logf(PERMIT_LEVEL_INFO, "node.stopped", "stopped cleanly");
   return rc;

@@ -143,19 +143,20 @@ int permit_card_verify(const uint8_t *card, size_t len, permit_peer *peer,
   return rc;
 }
 
-int permit_node_card(permit_node *n, uint8_t **out, size_t *len,
-                     permit_err *err) {
+int permit_card_build(const permit_sign_key *sign, const permit_kx_key *seal,
+                      const char *name, const char *endpoint, int roles,
+                      uint8_t **out, size_t *len, permit_err *err) {
   Permit__V1__NodeCardBody b = PERMIT__V1__NODE_CARD_BODY__INIT;
-  Permit__V1__Role roles[2];
-  b.name = n->name;
-  b.endpoint = n->endpoint;
-  if (n->roles & PERMIT_ROLE_ISSUER) roles[b.n_roles++] = PERMIT__V1__ROLE__ROLE_ISSUER;
-  if (n->roles & PERMIT_ROLE_AUDIENCE)
-    roles[b.n_roles++] = PERMIT__V1__ROLE__ROLE_AUDIENCE;
-  b.roles = roles;
-  b.identity_key.data = (uint8_t *)permit_sign_key_public(n->id.sign);
+  Permit__V1__Role r[2];
+  b.name = (char *)name;
+  b.endpoint = (char *)endpoint;
+  if (roles & PERMIT_ROLE_ISSUER) r[b.n_roles++] = PERMIT__V1__ROLE__ROLE_ISSUER;
+  if (roles & PERMIT_ROLE_AUDIENCE)
+    r[b.n_roles++] = PERMIT__V1__ROLE__ROLE_AUDIENCE;
+  b.roles = r;
+  b.identity_key.data = (uint8_t *)permit_sign_key_public(sign);
   b.identity_key.len = 32;
-  b.sealing_key.data = (uint8_t *)permit_kx_key_public(n->id.seal);
+  b.sealing_key.data = (uint8_t *)permit_kx_key_public(seal);
   b.sealing_key.len = 32;
   b.issued_at_ms = permit_now_ms();
   b.card_version = 1;
@@ -164,8 +165,14 @@ int permit_node_card(permit_node *n, uint8_t **out, size_t *len,
   if (bl > sizeof body)
     return permit_err_set(err, PERMIT_ETOOBIG, "card too large");
   permit__v1__node_card_body__pack(&b, body);
-  return permit_envelope_sign(PERMIT_CARD_CONTEXT, body, bl, n->id.sign, out,
-                              len, err);
+  return permit_envelope_sign(PERMIT_CARD_CONTEXT, body, bl, sign, out, len,
+                              err);
+}
+
+int permit_node_card(permit_node *n, uint8_t **out, size_t *len,
+                     permit_err *err) {
+  return permit_card_build(n->id.sign, n->id.seal, n->name, n->endpoint,
+                           n->roles, out, len, err);
 }
 
 static peer_slot *find_slot(permit_node *n, const char *name) {
@@ -242,6 +249,10 @@ int permit_node_open(const permit_node_config *cfg, permit_node **out,
     goto fail;
   if ((rc = permit_identity_open(cfg->data_dir, 1, &n->id, err)) != 0)
     goto fail;
+  permit_logf(PERMIT_LEVEL_INFO, n->id.created ? "keys.created" : "keys.loaded",
+              "%s identity key %s in %s/keys",
+              n->id.created ? "created" : "loaded",
+              permit_sign_key_id(n->id.sign), cfg->data_dir);
   snprintf(path, sizeof path, "%s/db", cfg->data_dir);
   if ((rc = permit_store_open(path, &n->store, err)) != 0) goto fail;
   if ((rc = load_secret(n, err)) != 0) goto fail;

@@ -651,3 +651,57 @@ int permit_client_unary_sync(const permit_client_config *cfg,
   }
   return 0;
 }
+
+typedef struct stream_sync {
+  void (*on_message)(void *, const uint8_t *, size_t);
+  void *arg;
+  struct event_base *base;
+  int done, status;
+  char *msg;
+  size_t msgcap;
+} stream_sync;
+
+static void stream_sync_message(void *arg, const uint8_t *msg, size_t len) {
+  stream_sync *s = arg;
+  if (s->on_message != NULL) s->on_message(s->arg, msg, len);
+}
+
+static void stream_sync_done(void *arg, int status, const char *message) {
+  stream_sync *s = arg;
+  s->done = 1;
+  s->status = status;
+  if (s->msg != NULL) snprintf(s->msg, s->msgcap, "%s", message);
+  event_base_loopbreak(s->base);
+}
+
+int permit_client_stream_sync(const permit_client_config *cfg,
+                              const char *path, const uint8_t *req,
+                              size_t len, int64_t timeout_ms,
+                              void (*on_message)(void *, const uint8_t *,
+                                                 size_t),
+                              void *arg, int *status, char *msg,
+                              size_t msgcap) {
+  pthread_once(&client_once, client_setup);
+  struct event_base *base = event_base_new();
+  if (base == NULL) return PERMIT_ENOMEM;
+  permit_err err;
+  permit_client *c = permit_client_new(base, cfg, &err);
+  if (c == NULL) {
+    event_base_free(base);
+    return PERMIT_ENOMEM;
+  }
+  stream_sync s = {on_message, arg, base, 0, 0, msg, msgcap};
+  static const permit_client_handlers h = {stream_sync_message,
+                                           stream_sync_done};
+  if (permit_client_start(c, path, req, len, timeout_ms, &h, &s) == NULL) {
+    permit_client_free(c);
+    event_base_free(base);
+    return PERMIT_ENOMEM;
+  }
+  while (!s.done) event_base_loop(base, EVLOOP_ONCE);
+  permit_client_free(c);
+  event_base_loop(base, EVLOOP_NONBLOCK);
+  event_base_free(base);
+  *status = s.status;
+  return 0;
+}

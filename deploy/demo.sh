@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# The main job: a demo federation on 127.0.0.1.  A reseller
+# (tixly.example) and two venues (fillmore.example, bluenote.example) run
+# as three permitd processes with their data under one directory
+# (./permit-demo, or $PERMIT_DEMO_DIR); they are pinned to each other, the
+# venues define their lists, buyers opt in through the reseller's real
+# Checkout API, and each venue's node pulls, verifies and decrypts only its
+# own buyers.  The nodes keep running until Ctrl-C.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+demo="${PERMIT_DEMO_DIR:-$PWD/permit-demo}"
+
+bash "$root/deploy/install-deps.sh" demo
+cmake -S "$root" -B "$root/build" -DCMAKE_BUILD_TYPE=RelWithDebInfo >/dev/null
+cmake --build "$root/build" -j "$(nproc)" >/dev/null
+permitd="$root/build/permitd"
+ctl="$root/build/permitctl"
+
+say() { printf '\n== %s\n' "$*"; }
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+pids=()
+stop_all() {
+  trap - INT TERM EXIT
+  [ ${#pids[@]} -eq 0 ] && return
+  say "stopping the nodes"
+  kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait "${pids[@]}" 2>/dev/null || true
+  echo "stopped; the data stays in $demo (delete it to start afresh)"
+}
+trap stop_all INT TERM EXIT
+
+mkdir -p "$demo"
+nodes=(tixly.example fillmore.example bluenote.example)
+roles=(issuer audience audience)
+say "data directory: $demo"
+for i in 0 1 2; do
+  n=${nodes[$i]}
+  if [ ! -f "$demo/$n/permit.conf" ]; then
+    "$ctl" init --name "$n" --role "${roles[$i]}" --data "$demo/$n" \
+      --peer-addr "127.0.0.1:$(free_port)" --api-addr "127.0.0.1:$(free_port)" \
+      --consent-url "https://127.0.0.1:7444/consent" | sed "s/^/  /"
+  fi
+done
+
+say "starting the three nodes (logs in $demo/<node>.log)"
+for n in "${nodes[@]}"; do
+  rm -f "$demo/$n/ports.json"
+  "$permitd" --config "$demo/$n/permit.conf" 2>>"$demo/$n.log" &
+  pids+=($!)
+done
+for n in "${nodes[@]}"; do
+  for _ in $(seq 200); do [ -s "$demo/$n/ports.json" ] && break; sleep 0.05; done
+  [ -s "$demo/$n/ports.json" ] || { echo "$n did not start: see $demo/$n.log"; exit 1; }
+  echo "  $n up: $(cat "$demo/$n/ports.json")"
+done
+
+say "exchanging node cards (each operator pins the others' keys)"
+for n in "${nodes[@]}"; do "$ctl" card --data "$demo/$n" >"$demo/$n.card.json"; done
+"$ctl" peer add "$demo/fillmore.example.card.json" --data "$demo/tixly.example"
+"$ctl" peer add "$demo/bluenote.example.card.json" --data "$demo/tixly.example"
+"$ctl" peer add "$demo/tixly.example.card.json" --data "$demo/fillmore.example"
+"$ctl" peer add "$demo/tixly.example.card.json" --data "$demo/bluenote.example"
+
+say "venues define their lists"
+printf 'Yes, send me news and presales from The Fillmore. I can unsubscribe at any time.' >"$demo/fillmore-notice.txt"
+printf 'Send me the Blue Note jazz newsletter. Unsubscribe with one click.' >"$demo/bluenote-notice.txt"
+"$ctl" list define --data "$demo/fillmore.example" --id newsletter \
+  --title "The Fillmore newsletter" --notice-file "$demo/fillmore-notice.txt"
+"$ctl" list define --data "$demo/bluenote.example" --id jazz \
+  --title "Blue Note jazz letter" --notice-file "$demo/bluenote-notice.txt"
+
+say "the reseller fetches each venue's signed catalog"
+for v in fillmore.example bluenote.example; do
+  for _ in $(seq 100); do
+    "$ctl" offers --data "$demo/tixly.example" --venue "$v" >"$demo/offers-$v.txt" 2>/dev/null && break
+    sleep 0.1
+  done
+  sed "s/^/  $v: /" "$demo/offers-$v.txt"
+done
+
+say "buyers tick the box at checkout (Checkout/RecordOptIn)"
+optin() { # order email given family venue list
+  local ver
+  ver=$(sed -nE "s/^$6 .* notice v([0-9]+):.*/\1/p" "$demo/offers-$5.txt")
+  "$ctl" optin --data "$demo/tixly.example" --order "$1" --email "$2" \
+    --given "$3" --family "$4" --venue "$5" --list "$6" --notice-version "$ver" |
+    sed "s/^/  $2 -> $5: /"
+}
+optin T-1001 ada@example.com Ada Lovelace fillmore.example newsletter
+optin T-1002 grace@example.org Grace Hopper fillmore.example newsletter
+optin T-1003 "Miles.Davis@Example.net" Miles Davis bluenote.example jazz
+optin T-1004 ada@example.com Ada Lovelace bluenote.example jazz
+optin T-1001 ada@example.com Ada Lovelace fillmore.example newsletter
+
+say "each venue exports the list its node pulled and verified"
+for pair in fillmore.example:newsletter:2 bluenote.example:jazz:2; do
+  IFS=: read -r v list want <<<"$pair"
+  for _ in $(seq 100); do
+    "$ctl" contacts export --data "$demo/$v" --list "$list" --out "$demo/$v-$list.csv" 2>/dev/null &&
+      [ "$(($(wc -l <"$demo/$v-$list.csv") - 1))" -ge "$want" ] && break
+    sleep 0.1
+  done
+  echo "-- $v, list $list ($demo/$v-$list.csv):"
+  cat "$demo/$v-$list.csv"
+done
+
+say "sync state as the reseller sees it"
+"$ctl" peer list --data "$demo/tixly.example"
+
+say "the federation is running"
+cat <<MSG
+Talk to the nodes with permitctl (in $root/build), for example:
+  permitctl optin --data $demo/tixly.example --order T-2000 --email you@example.com \\
+    --venue fillmore.example --list newsletter --notice-version 1
+  permitctl contacts export --data $demo/fillmore.example --list newsletter
+  permitctl peer list --data $demo/fillmore.example
+  curl -s --http2-prior-knowledge http://127.0.0.1:$(sed -E 's/.*"api": ([0-9]+).*/\1/' "$demo/tixly.example/ports.json")/metrics
+Press Ctrl-C to stop the nodes.
+MSG
+wait

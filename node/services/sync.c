@@ -1,0 +1,1247 @@
+/*
+ * sync.c - the audience side of the logs (protocol.md 5 and 6), and the
+ * issuer side's catalog fetching.
+ *
+ * One thread with its own event loop keeps one link per pinned peer.  A
+ * link pulls the log the peer issues to this node (Peer/Pull in follow
+ * mode from the mirror's size) and buffers what arrives; a batch is
+ * applied when it is full, when a checkpoint arrives or when the stream
+ * has been quiet for a moment.  Applying checks every entry (signature by
+ * the peer's pinned key, route, sequence, the sealed contact and its
+ * subject), then appends the entries to the mirror log with their
+ * contacts and feed changes in the same synced write: the mirror's size
+ * is the cursor, so a restart resumes with no gap and no duplicate.
+ * Applying runs on this thread, so the fsync blocks no server worker, and
+ * the stream is simply not read meanwhile (HTTP/2 flow control holds the
+ * issuer back).  The checks of a batch are spread over a few threads: they
+ * are independent, and they are most of the cost.
+ */
+#include <arpa/inet.h>
+#include <event2/event.h>
+#include <event2/thread.h>
+#include <netdb.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "permit/client.h"
+#include "permit/contacts.h"
+#include "permit/hpke.h"
+#include "permit/logging.h"
+#include "permit/node_services.h"
+#include "permit/util.h"
+
+#define BATCH_MAX 512             /* entries per atomic append */
+#define BATCH_BYTES (8u << 20)    /* or this many bytes buffered */
+#define PAUSE_ITEMS (4 * BATCH_MAX) /* stop reading beyond this */
+#define QUIET_MS 10               /* apply after a pause this long, */
+#define MAX_WAIT_MS 100           /* or this long after the first item */
+#define RETRY_INITIAL_MS 200
+#define RETRY_MAX_MS 30000
+#define REJECT_RETRY_MS 60000     /* after a rejected entry */
+#define CATALOG_EVERY_MS 30000
+#define CATALOG_TIMEOUT_MS 10000
+#define FOLLOW_CHECK_MS 500
+#define WATCH_EVERY_MS 30000
+/* A follow stream that brings nothing for this long is started again: a
+ * peer that vanished without closing would otherwise hold it forever. */
+#define SILENT_MS 300000
+#define PENDING_CP_MAX 16
+#define STATE_MAX 320
+#define VERIFY_THREADS_MAX 8
+#define VERIFY_PER_THREAD 32 /* fewer entries than this: one thread */
+
+static const char PULL_PATH[] = "/permit.v1.Peer/Pull";
+static const char CATALOG_PATH[] = "/permit.v1.Peer/GetCatalog";
+
+/* A buffered PullResponse item. */
+typedef struct item {
+  int checkpoint; /* a SignedCheckpoint, else a log entry */
+  uint64_t seq;
+  uint8_t *data;
+  size_t len;
+} item;
+
+/* A verified checkpoint larger than the mirror, checked once it grows. */
+typedef struct held_cp {
+  uint8_t *data;
+  size_t len;
+  uint64_t size;
+  int64_t ts;
+  uint8_t root[PERMIT_HASH_LEN];
+} held_cp;
+
+typedef struct peer_link {
+  permit_sync *s;
+  permit_peer peer;
+  int pull, catalog; /* what this node does with the peer */
+  permit_client *client;
+  char endpoint_err[STATE_MAX];
+
+  /* Pull (sync thread only). */
+  permit_log *inbound;
+  permit_client_call *call;
+  int call_ended;  /* on_done ran for the call last started */
+  int progressed;  /* the current stream brought a valid item */
+  int discard;     /* ignore the rest of the stream */
+  int failed;      /* a local failure (not the issuer's fault) */
+  char reject[STATE_MAX]; /* why the stream was given up */
+  int halted;      /* equivocation: never pulled again */
+  int dead;        /* the mirror log had a write error */
+  uint64_t next_seq;
+  item *items;
+  size_t nitems, cap, bytes;
+  int paused;
+  int silent;       /* the stream was ended for its silence */
+  int64_t first_ms; /* when the oldest buffered item arrived */
+  int64_t last_rx_ms;
+  int backoff_ms;
+  struct event *apply_ev, *quiet_tm, *retry_tm, *follow_tm;
+  held_cp pending[PENDING_CP_MAX];
+  size_t npending;
+  int have_newest;
+  uint64_t newest_size;
+  int64_t newest_ts;
+
+  /* Catalog (sync thread only). */
+  permit_client_call *cat_call;
+  int cat_ended;
+  uint8_t *cat_buf;
+  size_t cat_len;
+  struct event *cat_tm;
+
+  /* Read by other threads under s->mu. */
+  char state[STATE_MAX];
+  char cat_state[STATE_MAX];
+} peer_link;
+
+struct permit_sync {
+  permit_node *n;
+  SSL_CTX *tls;
+  struct event_base *base;
+  struct event *wake_ev;
+  pthread_t thread;
+  int closing; /* sync thread only: the loop has ended */
+  int verify_threads;
+  char seal_key_id[PERMIT_KEY_ID_LEN];
+
+  pthread_mutex_t mu; /* guards what follows and every link's states */
+  int stopping;
+  char (*added)[PERMIT_NAME_MAX + 1];
+  size_t nadded, added_cap;
+  peer_link **links;
+  size_t nlinks;
+};
+
+
+static void set_state(peer_link *l, int catalog, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void set_state(peer_link *l, int catalog, const char *fmt, ...) {
+  char buf[STATE_MAX];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(buf, sizeof buf, fmt, ap);
+  va_end(ap);
+  pthread_mutex_lock(&l->s->mu);
+  memcpy(catalog ? l->cat_state : l->state, buf, sizeof buf);
+  pthread_mutex_unlock(&l->s->mu);
+}
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A growing delay with jitter: between half and all of |*ms|. */
+static void backoff_next(int *ms, struct timeval *tv) {
+  uint8_t r[2] = {0, 0};
+  permit_random(r, sizeof r);
+  int wait = *ms / 2 + (int)((unsigned)(r[0] << 8 | r[1]) %
+                             (unsigned)(*ms / 2 + 1));
+  *ms = *ms >= RETRY_MAX_MS / 2 ? RETRY_MAX_MS : *ms * 2;
+  tv->tv_sec = wait / 1000;
+  tv->tv_usec = (wait % 1000) * 1000;
+}
+
+/* ---- the client ---- */
+
+/*
+ * Makes the link's client from the peer's endpoint "host:port" (an IPv4
+ * address or a name resolved to one).  A message in l->endpoint_err when
+ * it cannot.
+ */
+static int ensure_client(peer_link *l) {
+  if (l->client != NULL) return 0;
+  const char *ep = l->peer.endpoint;
+  const char *colon = strrchr(ep, ':');
+  char host[PERMIT_ENDPOINT_MAX];
+  long port = colon != NULL ? strtol(colon + 1, NULL, 10) : 0;
+  if (colon == NULL || colon == ep || port <= 0 || port > 65535 ||
+      (size_t)(colon - ep) >= sizeof host) {
+    snprintf(l->endpoint_err, sizeof l->endpoint_err,
+             "endpoint \"%.60s\" is not host:port", ep);
+    return PERMIT_EINVAL;
+  }
+  memcpy(host, ep, (size_t)(colon - ep));
+  host[colon - ep] = '\0';
+  struct in_addr a;
+  char ip[INET_ADDRSTRLEN];
+  if (inet_pton(AF_INET, host, &a) == 1) {
+    inet_ntop(AF_INET, &a, ip, sizeof ip);
+  } else {
+    /* A blocking lookup is fine here: this thread serves no caller. */
+    struct addrinfo hints = {.ai_family = AF_INET,
+                             .ai_socktype = SOCK_STREAM};
+    struct addrinfo *res = NULL;
+    int grc = getaddrinfo(host, NULL, &hints, &res);
+    if (grc != 0 || res == NULL) {
+      snprintf(l->endpoint_err, sizeof l->endpoint_err,
+               "cannot resolve %.60s: %s", host, gai_strerror(grc));
+      if (res != NULL) freeaddrinfo(res);
+      return PERMIT_EINVAL;
+    }
+    inet_ntop(AF_INET, &((struct sockaddr_in *)res->ai_addr)->sin_addr, ip,
+              sizeof ip);
+    freeaddrinfo(res);
+  }
+  permit_client_config cfg = {.host = ip,
+                              .port = (int)port,
+                              .tls = l->s->tls,
+                              .authority = l->peer.name};
+  permit_err err;
+  l->client = permit_client_new(l->s->base, &cfg, &err);
+  if (l->client == NULL) {
+    snprintf(l->endpoint_err, sizeof l->endpoint_err, "%s", err.msg);
+    return err.code;
+  }
+  return 0;
+}
+
+/* ---- items ---- */
+
+static void items_clear(peer_link *l) {
+  for (size_t i = 0; i < l->nitems; i++) free(l->items[i].data);
+  l->nitems = 0;
+  l->bytes = 0;
+  if (l->quiet_tm != NULL) evtimer_del(l->quiet_tm);
+}
+
+static int items_push(peer_link *l, int checkpoint, uint64_t seq,
+                      uint8_t *data, size_t len) {
+  if (l->nitems == l->cap) {
+    size_t cap = l->cap ? l->cap * 2 : 64;
+    item *g = realloc(l->items, cap * sizeof *g);
+    if (g == NULL) return PERMIT_ENOMEM;
+    l->items = g;
+    l->cap = cap;
+  }
+  l->items[l->nitems++] = (item){checkpoint, seq, data, len};
+  l->bytes += len;
+  return 0;
+}
+
+/* ---- verification (any thread) ---- */
+
+typedef struct verified {
+  int rc;
+  permit_err err;
+  Permit__V1__Record *rec;
+  Permit__V1__Contact *contact; /* opt-ins */
+} verified;
+
+/* What the checks need; read-only while they run. */
+typedef struct verify_ctx {
+  const permit_peer *peer;
+  const char *self;
+  const permit_kx_key *seal;
+  const char *seal_key_id;
+  const item *items;
+  verified *out;
+  size_t n, first, stride;
+} verify_ctx;
+
+static void contact_free(Permit__V1__Contact *c) {
+  if (c == NULL) return;
+  char *f[] = {c->email, c->given_name, c->family_name, c->locale};
+  for (size_t i = 0; i < 4; i++)
+    if (f[i] != NULL) permit_wipe(f[i], strlen(f[i]));
+  permit__v1__contact__free_unpacked(c, NULL);
+}
+
+/* Opens the sealed contact of the opt-in |rec| and checks it is the
+ * buyer the subject names. */
+static int open_contact(const verify_ctx *vc, const Permit__V1__Record *rec,
+                        Permit__V1__Contact **out, permit_err *err) {
+  const Permit__V1__SealedContact *sc = rec->opt_in->sealed_contact;
+  if (strcmp(sc->recipient_key_id, vc->seal_key_id) != 0)
+    return permit_err_set(err, PERMIT_EPERM,
+                          "contact sealed to key %s, not this node's %s",
+                          sc->recipient_key_id, vc->seal_key_id);
+  char info[sizeof PERMIT_CONTACT_INFO + 2 * PERMIT_NAME_MAX + 2];
+  int il = snprintf(info, sizeof info, "%s%s\n%s", PERMIT_CONTACT_INFO,
+                    rec->issuer, rec->audience);
+  size_t inl = PERMIT_HPKE_ENC_LEN + sc->ciphertext.len;
+  size_t ptl = sc->ciphertext.len - PERMIT_AEAD_TAG_LEN;
+  uint8_t *in = malloc(inl), *pt = malloc(ptl);
+  int rc = 0;
+  if (in == NULL || pt == NULL) {
+    rc = permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+    goto out;
+  }
+  memcpy(in, sc->enc.data, PERMIT_HPKE_ENC_LEN);
+  memcpy(in + PERMIT_HPKE_ENC_LEN, sc->ciphertext.data, sc->ciphertext.len);
+  rc = permit_hpke_open((permit_aead_id)sc->aead_id, vc->seal, (uint8_t *)info,
+                        (size_t)il, rec->record_id.data, rec->record_id.len,
+                        in, inl, pt);
+  if (rc != 0) {
+    rc = permit_err_set(err, PERMIT_EVERIFY,
+                        "the sealed contact does not open (%s)",
+                        permit_strerror(rc));
+    goto out;
+  }
+  Permit__V1__Contact *c = permit__v1__contact__unpack(NULL, ptl, pt);
+  if (c == NULL) {
+    rc = permit_err_set(err, PERMIT_EINVAL,
+                        "the sealed contact is not a Contact");
+    goto out;
+  }
+  if ((rc = permit_contact_validate(c, err)) == 0) {
+    uint8_t subject[PERMIT_SUBJECT_LEN];
+    rc = permit_subject(vc->peer->pair_key, c->email, strlen(c->email),
+                        subject);
+    if (rc != 0)
+      rc = permit_err_set(err, PERMIT_EINVAL,
+                          "no subject for the sealed email (%s)",
+                          permit_strerror(rc));
+    else if (!permit_memeq_ct(subject, rec->subject.data, PERMIT_SUBJECT_LEN))
+      rc = permit_err_set(err, PERMIT_EVERIFY,
+                          "the subject is not the sealed email's: the record "
+                          "carries another buyer's contact");
+  }
+  if (rc != 0)
+    contact_free(c);
+  else
+    *out = c;
+out:
+  if (pt != NULL) {
+    permit_wipe(pt, ptl);
+    free(pt);
+  }
+  free(in);
+  return rc;
+}
+
+static void verify_one(const verify_ctx *vc, const item *it, verified *v) {
+  permit_err err = {0};
+  v->rc = permit_record_verify(it->data, it->len, &vc->peer->identity, 1,
+                               &v->rec, &err);
+  if (v->rc != 0) {
+    v->rec = NULL;
+  } else if ((v->rc = permit_record_check_route(v->rec, vc->peer->name,
+                                                vc->self, &err)) == 0 &&
+             v->rec->kind_case == PERMIT__V1__RECORD__KIND_OPT_IN) {
+    v->rc = open_contact(vc, v->rec, &v->contact, &err);
+  }
+  if (v->rc != 0)
+    permit_err_set(&v->err, v->rc, "entry %llu: %s",
+                   (unsigned long long)it->seq, err.msg);
+}
+
+static void *verify_run(void *arg) {
+  verify_ctx *vc = arg;
+  for (size_t i = vc->first; i < vc->n; i += vc->stride)
+    verify_one(vc, &vc->items[i], &vc->out[i]);
+  return NULL;
+}
+
+/* Checks |n| entries on up to s->verify_threads threads. */
+static void verify_all(peer_link *l, const item *items, size_t n,
+                       verified *out) {
+  permit_sync *s = l->s;
+  size_t threads = n / VERIFY_PER_THREAD;
+  if (threads > (size_t)s->verify_threads) threads = (size_t)s->verify_threads;
+  if (threads < 1) threads = 1;
+  verify_ctx vc[VERIFY_THREADS_MAX];
+  pthread_t tid[VERIFY_THREADS_MAX];
+  int started[VERIFY_THREADS_MAX] = {0};
+  for (size_t t = 0; t < threads; t++) {
+    vc[t] = (verify_ctx){.peer = &l->peer,
+                         .self = permit_node_name(s->n),
+                         .seal = permit_node_seal_key(s->n),
+                         .seal_key_id = s->seal_key_id,
+                         .items = items,
+                         .out = out,
+                         .n = n,
+                         .first = t,
+                         .stride = threads};
+  }
+  for (size_t t = 1; t < threads; t++)
+    started[t] = pthread_create(&tid[t], NULL, verify_run, &vc[t]) == 0;
+  verify_run(&vc[0]);
+  for (size_t t = 1; t < threads; t++) {
+    if (started[t])
+      pthread_join(tid[t], NULL);
+    else
+      verify_run(&vc[t]); /* no thread: do its share here */
+  }
+}
+
+/* ---- checkpoints ---- */
+
+static size_t cp_key(const char *issuer, char *out, size_t cap) {
+  int n = snprintf(out, cap, "cp/%s", issuer);
+  return n < 0 ? 0 : (size_t)n;
+}
+
+/* Stops the link for good and keeps both signed checkpoints. */
+static void equivocation(peer_link *l, const uint8_t *cp, size_t cplen,
+                         uint64_t size, const permit_hash ours) {
+  permit_store *st = permit_node_store(l->s->n);
+  char key[32 + PERMIT_NAME_MAX], prefix[32 + PERMIT_NAME_MAX];
+  uint8_t *held = NULL;
+  size_t hl = 0;
+  permit_err err = {0};
+  size_t kl = cp_key(l->peer.name, key, sizeof key);
+  int hrc = permit_store_get(st, PERMIT_CF_CHECKPOINTS, key, kl, &held, &hl,
+                             NULL);
+  int pl = snprintf(prefix, sizeof prefix, "equivocation/%s/", l->peer.name);
+  permit_batch *b = permit_batch_new(st);
+  int rc = PERMIT_ENOMEM;
+  if (b != NULL) {
+    /* Numbered after any evidence kept before (never overwritten). */
+    int n = 0;
+    for (;; n++) {
+      kl = (size_t)snprintf(key, sizeof key, "%s%d", prefix, n);
+      uint8_t *v;
+      size_t vl;
+      if (permit_store_get(st, PERMIT_CF_CHECKPOINTS, key, kl, &v, &vl,
+                           NULL) != 0)
+        break;
+      free(v);
+    }
+    if (hrc == 0) {
+      kl = (size_t)snprintf(key, sizeof key, "%s%d", prefix, n++);
+      permit_batch_put(b, PERMIT_CF_CHECKPOINTS, key, kl, held, hl);
+    }
+    kl = (size_t)snprintf(key, sizeof key, "%s%d", prefix, n);
+    permit_batch_put(b, PERMIT_CF_CHECKPOINTS, key, kl, cp, cplen);
+    rc = permit_store_write(st, b, 1, &err);
+  }
+  permit_batch_free(b);
+  free(held);
+  char ours_hex[2 * PERMIT_HASH_LEN + 1];
+  permit_hex_encode(ours, PERMIT_HASH_LEN, ours_hex);
+  l->halted = 1;
+  l->discard = 1;
+  set_state(l, 0,
+            "stopped: equivocation: %s signed a checkpoint of size %llu whose "
+            "root is not the log's (%.16s...); %s",
+            l->peer.name, (unsigned long long)size, ours_hex,
+            rc == 0 ? "both checkpoints kept as evidence"
+                    : "the evidence could not be stored");
+  permit_logf(PERMIT_LEVEL_ERROR, "sync.equivocation",
+              "%s signed a checkpoint of %s at size %llu whose root differs "
+              "from the root of the entries it signed (%s); the log is "
+              "stopped for good; evidence %s under %.*s in column family "
+              "checkpoints",
+              l->peer.name, permit_log_origin(l->inbound),
+              (unsigned long long)size, ours_hex,
+              rc == 0 ? "kept" : "NOT stored", pl, prefix);
+  if (rc != 0)
+    permit_logf(PERMIT_LEVEL_ERROR, "sync.store_failed", "%s", err.msg);
+}
+
+/* Keeps |cp| as the newest checkpoint of the log when it is. */
+static void keep_newest(peer_link *l, const uint8_t *cp, size_t cplen,
+                        uint64_t size, int64_t ts) {
+  if (l->have_newest && (size < l->newest_size ||
+                         (size == l->newest_size && ts <= l->newest_ts)))
+    return;
+  permit_store *st = permit_node_store(l->s->n);
+  char key[8 + PERMIT_NAME_MAX];
+  size_t kl = cp_key(l->peer.name, key, sizeof key);
+  permit_batch *b = permit_batch_new(st);
+  permit_err err;
+  /* Not synced: after a crash an older one serves until the next. */
+  if (b != NULL) {
+    permit_batch_put(b, PERMIT_CF_CHECKPOINTS, key, kl, cp, cplen);
+    if (permit_store_write(st, b, 0, &err) == 0) {
+      l->have_newest = 1;
+      l->newest_size = size;
+      l->newest_ts = ts;
+    } else {
+      permit_logf(PERMIT_LEVEL_WARN, "sync.store_failed",
+                  "checkpoint of %s: %s", l->peer.name, err.msg);
+    }
+  }
+  permit_batch_free(b);
+}
+
+/* Compares a verified checkpoint with the mirror (size <= mirror). */
+static void check_root(peer_link *l, const uint8_t *cp, size_t cplen,
+                       uint64_t size, const uint8_t *root, int64_t ts) {
+  permit_hash ours;
+  permit_err err;
+  if (permit_log_root_at(l->inbound, size, ours, &err) != 0) {
+    permit_logf(PERMIT_LEVEL_WARN, "sync.checkpoint_unchecked",
+                "%s: %s", l->peer.name, err.msg);
+    return;
+  }
+  if (!permit_memeq_ct(ours, root, PERMIT_HASH_LEN))
+    equivocation(l, cp, cplen, size, ours);
+  else
+    keep_newest(l, cp, cplen, size, ts);
+}
+
+/* Checks held checkpoints the mirror has now reached. */
+static void check_pending(peer_link *l) {
+  uint64_t size = permit_log_size(l->inbound);
+  size_t kept = 0;
+  for (size_t i = 0; i < l->npending; i++) {
+    held_cp *h = &l->pending[i];
+    if (h->size <= size && !l->halted)
+      check_root(l, h->data, h->len, h->size, h->root, h->ts);
+    if (h->size <= size || l->halted)
+      free(h->data);
+    else
+      l->pending[kept++] = *h;
+  }
+  l->npending = kept;
+}
+
+/* Gives up the current stream: |why| becomes the state. */
+static void reject(peer_link *l, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
+static void reject(peer_link *l, const char *fmt, ...) {
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(l->reject, sizeof l->reject, fmt, ap);
+  va_end(ap);
+  l->discard = 1;
+  set_state(l, 0, "stopped: %s", l->reject);
+  permit_logf(PERMIT_LEVEL_ERROR, "sync.rejected",
+              "log %s stopped: %s; nothing of it was stored",
+              permit_log_origin(l->inbound), l->reject);
+}
+
+/* Checks a checkpoint from the stream; 0 unless it stopped the log. */
+static int apply_checkpoint(peer_link *l, const item *it) {
+  Permit__V1__Checkpoint *cp;
+  permit_err err;
+  if (permit_checkpoint_verify(it->data, it->len, &l->peer.identity, 1, &cp,
+                               &err) != 0) {
+    reject(l, "checkpoint: %s", err.msg);
+    return -1;
+  }
+  const char *origin = permit_log_origin(l->inbound);
+  int rc = 0;
+  if (strcmp(cp->origin, origin) != 0) {
+    reject(l, "checkpoint of \"%.120s\" on the stream of %s", cp->origin,
+           origin);
+    rc = -1;
+  } else if (cp->size <= permit_log_size(l->inbound)) {
+    check_root(l, it->data, it->len, cp->size, cp->root_hash.data,
+               cp->timestamp_ms);
+  } else {
+    /* Ahead of the entries: checked when the mirror gets there. */
+    if (l->npending == PENDING_CP_MAX) {
+      free(l->pending[0].data);
+      memmove(l->pending, l->pending + 1,
+              (PENDING_CP_MAX - 1) * sizeof *l->pending);
+      l->npending--;
+    }
+    held_cp *h = &l->pending[l->npending];
+    h->data = malloc(it->len);
+    if (h->data != NULL) {
+      memcpy(h->data, it->data, it->len);
+      h->len = it->len;
+      h->size = cp->size;
+      h->ts = cp->timestamp_ms;
+      memcpy(h->root, cp->root_hash.data, PERMIT_HASH_LEN);
+      l->npending++;
+    }
+  }
+  permit__v1__checkpoint__free_unpacked(cp, NULL);
+  return rc != 0 || l->halted ? -1 : 0;
+}
+
+/* ---- applying entries ---- */
+
+static int contacts_extra(void *arg, uint64_t seq, permit_batch *b) {
+  (void)seq;
+  permit_contacts_txn_write(arg, b);
+  return 0;
+}
+
+/* A failure of this node (not of the issuer's data): retried later. */
+static void local_failure(peer_link *l, const char *what, const char *msg) {
+  l->failed = 1;
+  l->discard = 1;
+  set_state(l, 0, "backing off: %s: %s", what, msg);
+  permit_logf(PERMIT_LEVEL_ERROR, "sync.apply_failed", "%s from %s: %s",
+              what, l->peer.name, msg);
+}
+
+/*
+ * Checks and stores |n| consecutive entries.  The valid ones before the
+ * first bad one are stored; the bad one stops the log.  Adds the number
+ * of contact changes made to |*changes|; returns 0 when all |n| were
+ * stored.
+ */
+static int apply_entries(peer_link *l, const item *items, size_t n,
+                         uint64_t *changes) {
+  permit_sync *s = l->s;
+  verified *v = calloc(n, sizeof *v);
+  permit_iov *iov = calloc(n, sizeof *iov);
+  permit_contacts_txn *t = NULL;
+  permit_err err = {0};
+  int result = -1;
+  if (v == NULL || iov == NULL) {
+    local_failure(l, "applying entries", "out of memory");
+    goto out;
+  }
+  verify_all(l, items, n, v);
+  size_t ok = 0;
+  while (ok < n && v[ok].rc == 0) ok++;
+  if (ok > 0) {
+    if (permit_contacts_txn_new(permit_node_store(s->n), &t, &err) != 0) {
+      local_failure(l, "reading contacts", err.msg);
+      goto out;
+    }
+    for (size_t i = 0; i < ok; i++) {
+      const Permit__V1__Record *rec = v[i].rec;
+      int applied = 1, rc = 0;
+      if (rec->kind_case == PERMIT__V1__RECORD__KIND_OPT_IN)
+        rc = permit_contacts_txn_opt_in(t, rec, v[i].contact, items[i].seq,
+                                        &err);
+      else if (rec->kind_case == PERMIT__V1__RECORD__KIND_WITHDRAWAL)
+        rc = permit_contacts_txn_withdraw(t, rec, items[i].seq, &applied,
+                                          &err);
+      else
+        rc = permit_contacts_txn_erase(t, rec, items[i].seq, &applied, &err);
+      if (rc != 0) {
+        local_failure(l, "staging contacts", err.msg);
+        goto out;
+      }
+      if (!applied)
+        permit_logf(PERMIT_LEVEL_INFO, "sync.no_effect",
+                    "entry %llu from %s (%s on list %s) matches no contact",
+                    (unsigned long long)items[i].seq, l->peer.name,
+                    rec->kind_case == PERMIT__V1__RECORD__KIND_WITHDRAWAL
+                        ? "withdrawal"
+                        : "erasure",
+                    rec->list_id);
+      iov[i].base = items[i].data;
+      iov[i].len = items[i].len;
+    }
+    uint64_t size = permit_log_size(l->inbound), first = 0;
+    if (items[0].seq != size) {
+      char msg[96];
+      snprintf(msg, sizeof msg, "entry %llu does not follow the mirror's %llu",
+               (unsigned long long)items[0].seq, (unsigned long long)size);
+      local_failure(l, "applying entries", msg);
+      goto out;
+    }
+    if (permit_log_append_many(l->inbound, iov, ok, contacts_extra, t, &first,
+                               &err) != 0) {
+      /* The log refuses further appends until the node reopens it. */
+      l->dead = 1;
+      l->discard = 1;
+      set_state(l, 0, "stopped: cannot store entries: %s", err.msg);
+      permit_logf(PERMIT_LEVEL_ERROR, "sync.store_failed",
+                  "log %s: %s; restart the node to resume",
+                  permit_log_origin(l->inbound), err.msg);
+      goto out;
+    }
+    *changes += permit_contacts_txn_changes(t);
+    permit_logf(PERMIT_LEVEL_DEBUG, "sync.applied",
+                "%s: entries %llu to %llu, %llu contact changes",
+                permit_log_origin(l->inbound), (unsigned long long)first,
+                (unsigned long long)(first + ok - 1),
+                (unsigned long long)permit_contacts_txn_changes(t));
+  }
+  if (ok < n)
+    reject(l, "%s", v[ok].err.msg);
+  else
+    result = 0;
+out:
+  for (size_t i = 0; v != NULL && i < n; i++) {
+    permit_record_free(v[i].rec);
+    contact_free(v[i].contact);
+  }
+  free(v);
+  free(iov);
+  permit_contacts_txn_free(t);
+  return result;
+}
+
+/*
+ * Applies everything buffered, in order, up to the first item that fails.
+ * What is buffered is always a valid prefix of the stream: an item that
+ * breaks it is refused before it is buffered.
+ */
+static void apply_items(peer_link *l) {
+  uint64_t changes = 0;
+  size_t i = 0;
+  while (i < l->nitems && !l->halted && !l->dead) {
+    if (l->items[i].checkpoint) {
+      if (apply_checkpoint(l, &l->items[i++]) != 0) break;
+      continue;
+    }
+    size_t j = i;
+    while (j < l->nitems && !l->items[j].checkpoint && j - i < BATCH_MAX) j++;
+    int rc = apply_entries(l, l->items + i, j - i, &changes);
+    i = j;
+    if (rc != 0) break;
+    check_pending(l);
+  }
+  items_clear(l);
+  if (changes > 0) permit_node_changed(l->s->n);
+}
+
+/* Applies the buffer, then acts on what the stream's state became. */
+static void apply_now(peer_link *l) {
+  if (l->nitems > 0) apply_items(l);
+  if (l->call != NULL && l->discard) {
+    permit_client_cancel(l->call); /* on_done decides what comes next */
+  } else if (l->call != NULL && l->paused) {
+    l->paused = 0;
+    permit_client_pause(l->call, 0);
+  }
+}
+
+static void on_apply(evutil_socket_t fd, short what, void *arg) {
+  (void)fd, (void)what;
+  apply_now(arg);
+}
+
+/* ---- the Pull stream ---- */
+
+static void pull_message(void *arg, const uint8_t *msg, size_t len) {
+  peer_link *l = arg;
+  if (l->discard || l->s->closing) return;
+  int64_t now_ms = mono_ms();
+  size_t before = l->nitems;
+  l->last_rx_ms = now_ms;
+  Permit__V1__PullResponse *r =
+      permit__v1__pull_response__unpack(NULL, len, msg);
+  int now = 0;
+  if (r == NULL) {
+    reject(l, "a Pull response that is not a PullResponse");
+    now = 1;
+  } else if (r->item_case == PERMIT__V1__PULL_RESPONSE__ITEM_ENTRY &&
+             r->entry != NULL) {
+    const Permit__V1__LogEntry *e = r->entry;
+    size_t el = e->signed_record.len;
+    uint8_t *copy = NULL;
+    if (e->seq != l->next_seq) {
+      reject(l, "entry %llu arrived where %llu was due",
+             (unsigned long long)e->seq, (unsigned long long)l->next_seq);
+      now = 1;
+    } else if (el == 0 || el > PERMIT_RECORD_MAX_LEN) {
+      reject(l, "entry %llu: %zu bytes (want 1 to %d)",
+             (unsigned long long)e->seq, el, PERMIT_RECORD_MAX_LEN);
+      now = 1;
+    } else if ((copy = malloc(el)) == NULL) {
+      local_failure(l, "buffering entries", "out of memory");
+      now = 1;
+    } else {
+      memcpy(copy, e->signed_record.data, el);
+      if (items_push(l, 0, e->seq, copy, el) == 0) {
+        l->next_seq++;
+      } else {
+        free(copy);
+        local_failure(l, "buffering entries", "out of memory");
+        now = 1;
+      }
+    }
+  } else if (r->item_case == PERMIT__V1__PULL_RESPONSE__ITEM_CHECKPOINT &&
+             r->checkpoint != NULL) {
+    /* The envelope is packed again; the signed body inside is kept as
+     * received, and that is what the signature covers. */
+    size_t cl = permit__v1__signed_checkpoint__get_packed_size(r->checkpoint);
+    uint8_t *copy = cl <= PERMIT_CHECKPOINT_MAX_LEN ? malloc(cl ? cl : 1)
+                                                    : NULL;
+    if (cl > PERMIT_CHECKPOINT_MAX_LEN) {
+      reject(l, "a checkpoint of %zu bytes", cl);
+    } else if (copy == NULL) {
+      local_failure(l, "buffering a checkpoint", "out of memory");
+    } else {
+      permit__v1__signed_checkpoint__pack(r->checkpoint, copy);
+      if (items_push(l, 1, 0, copy, cl) != 0) {
+        free(copy);
+        local_failure(l, "buffering a checkpoint", "out of memory");
+      }
+    }
+    now = 1;
+  } else {
+    reject(l, "a Pull response with neither entry nor checkpoint");
+    now = 1;
+  }
+  if (r != NULL) permit__v1__pull_response__free_unpacked(r, NULL);
+  if (!l->discard && !l->progressed) {
+    l->progressed = 1;
+    set_state(l, 0, "following");
+  }
+  if (before == 0 && l->nitems > 0) l->first_ms = now_ms;
+  if (now || l->nitems >= BATCH_MAX || l->bytes >= BATCH_BYTES ||
+      (l->nitems > 0 && now_ms - l->first_ms >= MAX_WAIT_MS)) {
+    event_active(l->apply_ev, 0, 0);
+  } else if (l->nitems > 0) {
+    /* Re-armed by every item: fires once the stream pauses. */
+    struct timeval tv = {0, QUIET_MS * 1000};
+    evtimer_add(l->quiet_tm, &tv);
+  }
+  /* Applying runs after this read; stop reading if it falls behind. */
+  if (l->nitems >= PAUSE_ITEMS && l->call != NULL && !l->paused) {
+    l->paused = 1;
+    permit_client_pause(l->call, 1);
+  }
+}
+
+static void pull_done(void *arg, int status, const char *message) {
+  peer_link *l = arg;
+  l->call = NULL;
+  l->call_ended = 1;
+  l->paused = 0;
+  if (l->s->closing) return;
+  evtimer_del(l->follow_tm);
+  /* What arrived before the end is as good as ever. */
+  if (l->nitems > 0) event_active(l->apply_ev, 0, 0);
+  if (l->halted || l->dead) return;
+  struct timeval tv;
+  if (l->reject[0] && !l->failed) {
+    /* The issuer sent something bad; it will not get better soon, but an
+     * operator may fix it (a new card, a repaired log). */
+    tv.tv_sec = REJECT_RETRY_MS / 1000;
+    tv.tv_usec = 0;
+    evtimer_add(l->retry_tm, &tv);
+    return;
+  }
+  if (l->progressed) l->backoff_ms = RETRY_INITIAL_MS;
+  if (l->silent) {
+    set_state(l, 0, "reconnecting: nothing from %s for %d s", l->peer.name,
+              SILENT_MS / 1000);
+  } else if (!l->failed) {
+    if (status == PERMIT_GRPC_OK)
+      set_state(l, 0, "reconnecting: %s ended the stream", l->peer.name);
+    else
+      set_state(l, 0, "backing off: %s: %s", permit_grpc_status_name(status),
+                message);
+    permit_logf(status == PERMIT_GRPC_OK ? PERMIT_LEVEL_INFO
+                                         : PERMIT_LEVEL_WARN,
+                "sync.stream_ended", "Pull of %s from %s ended: %s %s",
+                permit_log_origin(l->inbound), l->peer.endpoint,
+                permit_grpc_status_name(status), message);
+  }
+  backoff_next(&l->backoff_ms, &tv);
+  evtimer_add(l->retry_tm, &tv);
+}
+
+static const permit_client_handlers pull_handlers = {pull_message, pull_done};
+
+/* Watches the stream: soon after the start, then every 30 s. */
+static void on_follow_check(evutil_socket_t fd, short what, void *arg) {
+  peer_link *l = arg;
+  (void)fd, (void)what;
+  if (l->call == NULL || l->discard) return;
+  /* Connected and nothing to send yet is following too. */
+  if (!l->progressed && permit_client_connected(l->client)) {
+    l->progressed = 1;
+    set_state(l, 0, "following");
+  }
+  if (mono_ms() - l->last_rx_ms >= SILENT_MS) {
+    l->silent = 1;
+    permit_client_cancel(l->call); /* pull_done starts it again */
+    return;
+  }
+  struct timeval tv = {WATCH_EVERY_MS / 1000, 0};
+  evtimer_add(l->follow_tm, &tv);
+}
+
+static void pull_start(peer_link *l) {
+  permit_sync *s = l->s;
+  if (l->halted || l->dead || s->closing || l->call != NULL) return;
+  if (l->nitems > 0) {
+    /* Left from the last stream (it ended while they waited). */
+    apply_items(l);
+    if (l->halted || l->dead) return;
+  }
+  l->discard = l->failed = l->progressed = l->silent = 0;
+  l->reject[0] = '\0';
+  l->last_rx_ms = mono_ms();
+  struct timeval tv;
+  if (ensure_client(l) != 0) {
+    set_state(l, 0, "backing off: %s", l->endpoint_err);
+    backoff_next(&l->backoff_ms, &tv);
+    evtimer_add(l->retry_tm, &tv);
+    return;
+  }
+  Permit__V1__PullRequest req = PERMIT__V1__PULL_REQUEST__INIT;
+  req.audience = (char *)permit_node_name(s->n);
+  req.from_seq = permit_log_size(l->inbound);
+  req.follow = 1;
+  uint8_t buf[32 + PERMIT_NAME_MAX];
+  size_t n = permit__v1__pull_request__pack(&req, buf);
+  l->next_seq = req.from_seq;
+  set_state(l, 0, "connecting to %s", l->peer.endpoint);
+  l->call_ended = 0;
+  permit_client_call *c =
+      permit_client_start(l->client, PULL_PATH, buf, n, 0, &pull_handlers, l);
+  if (c == NULL) {
+    set_state(l, 0, "backing off: out of memory");
+    backoff_next(&l->backoff_ms, &tv);
+    evtimer_add(l->retry_tm, &tv);
+    return;
+  }
+  /* A call that failed at once has already been reported (and freed). */
+  if (!l->call_ended) {
+    l->call = c;
+    tv = (struct timeval){0, FOLLOW_CHECK_MS * 1000};
+    evtimer_add(l->follow_tm, &tv);
+  }
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg) {
+  (void)fd, (void)what;
+  pull_start(arg);
+}
+
+/* ---- catalogs (issuer side) ---- */
+
+static void catalog_message(void *arg, const uint8_t *msg, size_t len) {
+  peer_link *l = arg;
+  free(l->cat_buf);
+  l->cat_buf = malloc(len ? len : 1);
+  l->cat_len = l->cat_buf != NULL ? len : 0;
+  if (l->cat_buf != NULL && len > 0) memcpy(l->cat_buf, msg, len);
+}
+
+static void catalog_done(void *arg, int status, const char *message) {
+  peer_link *l = arg;
+  l->cat_call = NULL;
+  l->cat_ended = 1;
+  if (l->s->closing) return;
+  permit_err err;
+  if (status != PERMIT_GRPC_OK) {
+    set_state(l, 1, "catalog: %s: %s", permit_grpc_status_name(status),
+              message);
+  } else if (l->cat_buf == NULL) {
+    set_state(l, 1, "catalog: empty answer");
+  } else {
+    Permit__V1__Catalog *c;
+    if (permit_catalog_verify(&l->peer, l->cat_buf, l->cat_len, &c, &err) !=
+        0) {
+      set_state(l, 1, "catalog refused: %s", err.msg);
+      permit_logf(PERMIT_LEVEL_ERROR, "sync.catalog_refused", "%s: %s",
+                  l->peer.name, err.msg);
+    } else {
+      size_t lists = c->n_lists;
+      permit__v1__catalog__free_unpacked(c, NULL);
+      if (permit_node_catalog_store(l->s->n, l->peer.name, l->cat_buf,
+                                    l->cat_len, &err) != 0) {
+        set_state(l, 1, "catalog: %s", err.msg);
+      } else {
+        set_state(l, 1, "catalog of %zu list%s", lists, lists == 1 ? "" : "s");
+        permit_logf(PERMIT_LEVEL_DEBUG, "sync.catalog",
+                    "catalog of %s: %zu lists", l->peer.name, lists);
+      }
+    }
+  }
+  free(l->cat_buf);
+  l->cat_buf = NULL;
+  l->cat_len = 0;
+  struct timeval tv = {CATALOG_EVERY_MS / 1000, 0};
+  evtimer_add(l->cat_tm, &tv);
+}
+
+static const permit_client_handlers catalog_handlers = {catalog_message,
+                                                        catalog_done};
+
+static void catalog_fetch(peer_link *l) {
+  struct timeval tv = {CATALOG_EVERY_MS / 1000, 0};
+  if (l->s->closing || l->cat_call != NULL) return;
+  if (ensure_client(l) != 0) {
+    set_state(l, 1, "catalog: %s", l->endpoint_err);
+    evtimer_add(l->cat_tm, &tv);
+    return;
+  }
+  l->cat_ended = 0;
+  permit_client_call *c = permit_client_start(
+      l->client, CATALOG_PATH, NULL, 0, CATALOG_TIMEOUT_MS, &catalog_handlers,
+      l);
+  if (c == NULL) {
+    set_state(l, 1, "catalog: out of memory");
+    evtimer_add(l->cat_tm, &tv);
+  } else if (!l->cat_ended) {
+    l->cat_call = c;
+  }
+}
+
+static void on_catalog_timer(evutil_socket_t fd, short what, void *arg) {
+  (void)fd, (void)what;
+  catalog_fetch(arg);
+}
+
+/* ---- links ---- */
+
+static peer_link *link_find(permit_sync *s, const char *name) {
+  for (size_t i = 0; i < s->nlinks; i++)
+    if (strcmp(s->links[i]->peer.name, name) == 0) return s->links[i];
+  return NULL;
+}
+
+/* Loads what the store says of the log: equivocation, newest checkpoint. */
+static void link_load(peer_link *l) {
+  permit_store *st = permit_node_store(l->s->n);
+  char key[32 + PERMIT_NAME_MAX];
+  int kl = snprintf(key, sizeof key, "equivocation/%s/0", l->peer.name);
+  uint8_t *v;
+  size_t vl;
+  if (permit_store_get(st, PERMIT_CF_CHECKPOINTS, key, (size_t)kl, &v, &vl,
+                       NULL) == 0) {
+    free(v);
+    l->halted = 1;
+    set_state(l, 0,
+              "stopped: equivocation: %s signed two views of the log "
+              "(evidence in checkpoints under equivocation/%s/)",
+              l->peer.name, l->peer.name);
+    return;
+  }
+  size_t ckl = cp_key(l->peer.name, key, sizeof key);
+  if (permit_store_get(st, PERMIT_CF_CHECKPOINTS, key, ckl, &v, &vl, NULL) ==
+      0) {
+    Permit__V1__Checkpoint *cp;
+    if (permit_checkpoint_verify(v, vl, &l->peer.identity, 1, &cp, NULL) ==
+        0) {
+      l->have_newest = 1;
+      l->newest_size = cp->size;
+      l->newest_ts = cp->timestamp_ms;
+      permit__v1__checkpoint__free_unpacked(cp, NULL);
+    }
+    free(v);
+  }
+}
+
+static void link_add(permit_sync *s, const permit_peer *p) {
+  if (link_find(s, p->name) != NULL) return;
+  peer_link *l = calloc(1, sizeof *l);
+  if (l == NULL) {
+    permit_logf(PERMIT_LEVEL_ERROR, "sync.failed",
+                "out of memory adding %s", p->name);
+    return;
+  }
+  int self = permit_node_roles(s->n);
+  l->s = s;
+  l->peer = *p;
+  l->pull = (p->roles & PERMIT_ROLE_ISSUER) && (self & PERMIT_ROLE_AUDIENCE);
+  l->catalog =
+      (p->roles & PERMIT_ROLE_AUDIENCE) && (self & PERMIT_ROLE_ISSUER);
+  l->backoff_ms = RETRY_INITIAL_MS;
+  l->inbound = permit_node_inbound(s->n, p->name);
+  snprintf(l->state, sizeof l->state, "idle");
+  snprintf(l->cat_state, sizeof l->cat_state, "catalog: not fetched yet");
+  l->apply_ev = event_new(s->base, -1, 0, on_apply, l);
+  l->quiet_tm = evtimer_new(s->base, on_apply, l);
+  l->retry_tm = evtimer_new(s->base, on_retry, l);
+  l->follow_tm = evtimer_new(s->base, on_follow_check, l);
+  l->cat_tm = evtimer_new(s->base, on_catalog_timer, l);
+  pthread_mutex_lock(&s->mu);
+  peer_link **g = realloc(s->links, (s->nlinks + 1) * sizeof *g);
+  if (g != NULL) {
+    s->links = g;
+    s->links[s->nlinks++] = l;
+  }
+  pthread_mutex_unlock(&s->mu);
+  if (g == NULL || l->apply_ev == NULL || l->quiet_tm == NULL ||
+      l->retry_tm == NULL || l->follow_tm == NULL || l->cat_tm == NULL ||
+      (l->pull && l->inbound == NULL)) {
+    set_state(l, 0, "stopped: cannot start (out of memory)");
+    l->dead = 1;
+    if (g == NULL) {
+      /* Not in the set: nothing will free it later. */
+      if (l->apply_ev) event_free(l->apply_ev);
+      if (l->quiet_tm) event_free(l->quiet_tm);
+      if (l->retry_tm) event_free(l->retry_tm);
+      if (l->follow_tm) event_free(l->follow_tm);
+      if (l->cat_tm) event_free(l->cat_tm);
+      free(l);
+    }
+    return;
+  }
+  if (l->pull) {
+    link_load(l);
+    if (!l->halted) pull_start(l);
+  }
+  if (l->catalog) catalog_fetch(l);
+}
+
+/* Ends the link's calls and frees it; the sync thread, loop ended. */
+static void link_free(peer_link *l) {
+  /* Entries already received are applied rather than fetched again. */
+  if (l->nitems > 0 && !l->discard && !l->halted && !l->dead) apply_items(l);
+  items_clear(l);
+  free(l->items);
+  /* Frees the calls (on_done sees closing) and the connection. */
+  permit_client_free(l->client);
+  for (size_t i = 0; i < l->npending; i++) free(l->pending[i].data);
+  free(l->cat_buf);
+  if (l->apply_ev) event_free(l->apply_ev);
+  if (l->quiet_tm) event_free(l->quiet_tm);
+  if (l->retry_tm) event_free(l->retry_tm);
+  if (l->follow_tm) event_free(l->follow_tm);
+  if (l->cat_tm) event_free(l->cat_tm);
+  free(l);
+}
+
+/* ---- the thread ---- */
+
+static void on_wake(evutil_socket_t fd, short what, void *arg) {
+  permit_sync *s = arg;
+  (void)fd, (void)what;
+  for (;;) {
+    char name[PERMIT_NAME_MAX + 1];
+    pthread_mutex_lock(&s->mu);
+    int stopping = s->stopping, have = s->nadded > 0;
+    if (have) {
+      memcpy(name, s->added[--s->nadded], sizeof name);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (stopping) {
+      event_base_loopbreak(s->base);
+      return;
+    }
+    if (!have) return;
+    permit_peer p;
+    if (permit_node_peer(s->n, name, &p) == 0) link_add(s, &p);
+  }
+}
+
+static void *sync_main(void *arg) {
+  permit_sync *s = arg;
+  permit_peer *peers = calloc(PERMIT_MAX_PEERS, sizeof *peers);
+  if (peers != NULL) {
+    size_t n = permit_node_peers(s->n, peers, PERMIT_MAX_PEERS);
+    if (n > PERMIT_MAX_PEERS) n = PERMIT_MAX_PEERS;
+    for (size_t i = 0; i < n; i++) link_add(s, &peers[i]);
+    free(peers);
+  } else {
+    permit_logf(PERMIT_LEVEL_ERROR, "sync.failed", "out of memory");
+  }
+  event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
+  s->closing = 1;
+  pthread_mutex_lock(&s->mu);
+  peer_link **links = s->links;
+  size_t n = s->nlinks;
+  s->links = NULL;
+  s->nlinks = 0;
+  pthread_mutex_unlock(&s->mu);
+  for (size_t i = 0; i < n; i++) link_free(links[i]);
+  free(links);
+  /* Run what bufferevent_free() deferred before the loop goes away. */
+  event_base_loop(s->base, EVLOOP_NONBLOCK);
+  return NULL;
+}
+
+permit_sync *permit_sync_start(permit_node *n, SSL_CTX *tls, permit_err *err) {
+  /* Other threads wake this loop: it needs libevent's locking, which
+   * must be on before the base is made. */
+  evthread_use_pthreads();
+  permit_sync *s = calloc(1, sizeof *s);
+  if (s == NULL) {
+    permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+    return NULL;
+  }
+  s->n = n;
+  pthread_mutex_init(&s->mu, NULL);
+  permit_key_id(permit_kx_key_public(permit_node_seal_key(n)),
+                PERMIT_X25519_LEN, s->seal_key_id);
+  long cores = sysconf(_SC_NPROCESSORS_ONLN);
+  s->verify_threads = cores < 1 ? 1
+                      : cores > VERIFY_THREADS_MAX ? VERIFY_THREADS_MAX
+                                                   : (int)cores;
+  s->base = event_base_new();
+  s->wake_ev = s->base ? event_new(s->base, -1, 0, on_wake, s) : NULL;
+  if (s->wake_ev == NULL) {
+    if (s->base != NULL) event_base_free(s->base);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+    permit_err_set(err, PERMIT_ENOMEM, "cannot make the sync's event loop");
+    return NULL;
+  }
+  if (tls != NULL) {
+    SSL_CTX_up_ref(tls);
+    s->tls = tls;
+  }
+  if (pthread_create(&s->thread, NULL, sync_main, s) != 0) {
+    event_free(s->wake_ev);
+    event_base_free(s->base);
+    if (s->tls != NULL) SSL_CTX_free(s->tls);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+    permit_err_set(err, PERMIT_ENOMEM, "cannot start the sync thread");
+    return NULL;
+  }
+  return s;
+}
+
+void permit_sync_peer_added(permit_sync *s, const char *peer) {
+  if (s == NULL || strlen(peer) > PERMIT_NAME_MAX) return;
+  pthread_mutex_lock(&s->mu);
+  if (s->nadded == s->added_cap) {
+    size_t cap = s->added_cap ? s->added_cap * 2 : 8;
+    void *g = realloc(s->added, cap * sizeof *s->added);
+    if (g == NULL) {
+      pthread_mutex_unlock(&s->mu);
+      permit_logf(PERMIT_LEVEL_ERROR, "sync.failed",
+                  "out of memory adding %s", peer);
+      return;
+    }
+    s->added = g;
+    s->added_cap = cap;
+  }
+  snprintf(s->added[s->nadded++], PERMIT_NAME_MAX + 1, "%s", peer);
+  pthread_mutex_unlock(&s->mu);
+  event_active(s->wake_ev, 0, 0);
+}
+
+void permit_sync_state(permit_sync *s, const char *peer, char *out,
+                       size_t cap) {
+  if (cap == 0) return;
+  snprintf(out, cap, "idle");
+  if (s == NULL) return;
+  pthread_mutex_lock(&s->mu);
+  for (size_t i = 0; i < s->nlinks; i++) {
+    peer_link *l = s->links[i];
+    if (strcmp(l->peer.name, peer) != 0) continue;
+    if (l->pull && l->catalog)
+      snprintf(out, cap, "%s; %s", l->state, l->cat_state);
+    else if (l->pull)
+      snprintf(out, cap, "%s", l->state);
+    else if (l->catalog)
+      snprintf(out, cap, "%s", l->cat_state);
+    break;
+  }
+  pthread_mutex_unlock(&s->mu);
+}
+
+void permit_sync_stop(permit_sync *s) {
+  if (s == NULL) return;
+  pthread_mutex_lock(&s->mu);
+  s->stopping = 1;
+  pthread_mutex_unlock(&s->mu);
+  event_active(s->wake_ev, 0, 0);
+  pthread_join(s->thread, NULL);
+  event_free(s->wake_ev);
+  event_base_free(s->base);
+  if (s->tls != NULL) SSL_CTX_free(s->tls);
+  free(s->added);
+  pthread_mutex_destroy(&s->mu);
+  free(s);
+}
