@@ -57,13 +57,6 @@ for n in "${nodes[@]}"; do
   echo "  $n up: $(cat "$demo/$n/ports.json")"
 done
 
-say "exchanging node cards (each operator pins the others' keys)"
-for n in "${nodes[@]}"; do "$ctl" card --data "$demo/$n" >"$demo/$n.card.json"; done
-"$ctl" peer add "$demo/fillmore.example.card.json" --data "$demo/tixly.example"
-"$ctl" peer add "$demo/bluenote.example.card.json" --data "$demo/tixly.example"
-"$ctl" peer add "$demo/tixly.example.card.json" --data "$demo/fillmore.example"
-"$ctl" peer add "$demo/tixly.example.card.json" --data "$demo/bluenote.example"
-
 say "venues define their lists"
 printf 'Yes, send me news and presales from The Fillmore. I can unsubscribe at any time.' >"$demo/fillmore-notice.txt"
 printf 'Send me the Blue Note jazz newsletter. Unsubscribe with one click.' >"$demo/bluenote-notice.txt"
@@ -72,12 +65,21 @@ printf 'Send me the Blue Note jazz newsletter. Unsubscribe with one click.' >"$d
 "$ctl" list define --data "$demo/bluenote.example" --id jazz \
   --title "Blue Note jazz letter" --notice-file "$demo/bluenote-notice.txt"
 
+say "exchanging node cards (each operator pins the others' keys)"
+for n in "${nodes[@]}"; do "$ctl" card --data "$demo/$n" >"$demo/$n.card.json"; done
+"$ctl" peer add "$demo/fillmore.example.card.json" --data "$demo/tixly.example"
+"$ctl" peer add "$demo/bluenote.example.card.json" --data "$demo/tixly.example"
+"$ctl" peer add "$demo/tixly.example.card.json" --data "$demo/fillmore.example"
+"$ctl" peer add "$demo/tixly.example.card.json" --data "$demo/bluenote.example"
+
 say "the reseller fetches each venue's signed catalog"
 for v in fillmore.example bluenote.example; do
-  for _ in $(seq 100); do
-    "$ctl" offers --data "$demo/tixly.example" --venue "$v" >"$demo/offers-$v.txt" 2>/dev/null && break
+  for _ in $(seq 300); do
+    "$ctl" offers --data "$demo/tixly.example" --venue "$v" >"$demo/offers-$v.txt" 2>/dev/null &&
+      [ -s "$demo/offers-$v.txt" ] && break
     sleep 0.1
   done
+  [ -s "$demo/offers-$v.txt" ] || { echo "no catalog from $v: see $demo/*.log"; exit 1; }
   sed "s/^/  $v: /" "$demo/offers-$v.txt"
 done
 

@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "proof.h"
 #include "permit/client.h"
 #include "permit/crypto.h"
 #include "permit/identity.h"
@@ -45,6 +46,13 @@ static void usage(FILE *to) {
       "        [--locale TAG]    record a buyer's opt-in (reseller)\n"
       "  contacts export --list ID [--format csv|jsonl] [--out FILE]\n"
       "                          a list's contacts for a mailing tool\n"
+      "  proof --email EMAIL --list ID [--out FILE]\n"
+      "                          one file proving a buyer's consent: the\n"
+      "                          signed record, its inclusion proof and the\n"
+      "                          signed checkpoint (venue)\n"
+      "  verify-proof FILE --issuer-card CARD.json\n"
+      "                          check a proof file offline and say what it\n"
+      "                          proves\n"
       "  compact                 flush and compact the database of a\n"
       "                          stopped node\n"
       "  version                 show the version\n");
@@ -770,6 +778,9 @@ int main(int argc, char **argv) {
   else if (strcmp(cmd, "optin") == 0) rc = cmd_optin(&a);
   else if (strcmp(cmd, "contacts") == 0) rc = cmd_contacts(&a);
   else if (strcmp(cmd, "compact") == 0) rc = cmd_compact(&a);
+  else if (strcmp(cmd, "proof") == 0) rc = permitctl_proof(a.argc, a.argv);
+  else if (strcmp(cmd, "verify-proof") == 0)
+    rc = permitctl_verify_proof(a.argc, a.argv);
   else if (strcmp(cmd, "version") == 0) {
     printf("permitctl 0.1.0 (protocol permit/v1)\n");
     rc = 0;

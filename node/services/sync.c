@@ -44,7 +44,7 @@
 #define RETRY_INITIAL_MS 200
 #define RETRY_MAX_MS 30000
 #define REJECT_RETRY_MS 60000     /* after a rejected entry */
-#define CATALOG_EVERY_MS 30000
+#define CATALOG_EVERY_MS 5000
 #define CATALOG_TIMEOUT_MS 10000
 #define FOLLOW_CHECK_MS 500
 #define WATCH_EVERY_MS 30000

@@ -60,7 +60,8 @@ ctl list define --data "$tmp/bluenote.example" --id jazz --title "Jazz" \
   --notice-file "$tmp/n2.txt" >/dev/null || fail "list define jazz"
 for v in fillmore.example bluenote.example; do
   deadline=$((SECONDS + 30))
-  until ctl offers --data "$tmp/tixly.example" --venue "$v" >"$tmp/offers.$v" 2>/dev/null; do
+  until ctl offers --data "$tmp/tixly.example" --venue "$v" >"$tmp/offers.$v" 2>/dev/null &&
+      [ -s "$tmp/offers.$v" ]; do
     [ $SECONDS -lt $deadline ] || fail "no catalog of $v at the reseller"
     sleep 0.1
   done
