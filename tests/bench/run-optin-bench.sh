@@ -26,10 +26,10 @@ trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 echo "== 1. crypto ceiling (openssl speed, $cores cores)"
-speed=$(openssl speed -seconds 2 ed25519 x25519 2>/dev/null)
+speed=$(openssl speed -seconds 2 ed25519 ecdhx25519 2>/dev/null </dev/null)
 sign=$(awk '/EdDSA \(Ed25519\)/ {print $(NF-1)}' <<<"$speed")
 verify=$(awk '/EdDSA \(Ed25519\)/ {print $NF}' <<<"$speed")
-x25519=$(awk '/ECDH \(X25519\)/ {print $NF}' <<<"$speed")
+x25519=$(awk '/ecdh \(X25519\)/ {print $NF}' <<<"$speed")
 issue_ceiling=$(awk -v s="$sign" -v x="$x25519" -v c="$cores" 'BEGIN {printf "%.0f", c / (1/s + 2/x)}')
 recv_ceiling=$(awk -v v="$verify" -v x="$x25519" -v c="$cores" 'BEGIN {printf "%.0f", c / (1/v + 1/x)}')
 echo "Ed25519 sign $sign/s, verify $verify/s; X25519 $x25519/s (one core)"
