@@ -589,29 +589,18 @@ void permit_client_pause(permit_client_call *call, int paused) {
   }
 }
 
-typedef struct sync_state {
-  struct event_base *base;
-  int done, status;
-  char *msg;
-  size_t msgcap;
+/* Keeps the last response of a unary call. */
+typedef struct unary_result {
   uint8_t *resp;
-  size_t resp_len;
-} sync_state;
+  size_t len;
+} unary_result;
 
-static void sync_message(void *arg, const uint8_t *msg, size_t len) {
-  sync_state *s = arg;
-  free(s->resp);
-  s->resp = malloc(len ? len : 1);
-  if (s->resp != NULL) memcpy(s->resp, msg, len);
-  s->resp_len = len;
-}
-
-static void sync_done(void *arg, int status, const char *message) {
-  sync_state *s = arg;
-  s->done = 1;
-  s->status = status;
-  if (s->msg != NULL) snprintf(s->msg, s->msgcap, "%s", message);
-  event_base_loopbreak(s->base);
+static void unary_keep(void *arg, const uint8_t *msg, size_t len) {
+  unary_result *u = arg;
+  free(u->resp);
+  u->resp = malloc(len ? len : 1);
+  if (u->resp != NULL) memcpy(u->resp, msg, len);
+  u->len = len;
 }
 
 int permit_client_unary_sync(const permit_client_config *cfg,
@@ -619,37 +608,16 @@ int permit_client_unary_sync(const permit_client_config *cfg,
                              size_t len, int64_t timeout_ms, int *status,
                              char *msg, size_t msgcap, uint8_t **resp,
                              size_t *resp_len) {
-  pthread_once(&client_once, client_setup);
-  struct event_base *base = event_base_new();
-  if (base == NULL) return PERMIT_ENOMEM;
-  permit_err err;
-  permit_client *c = permit_client_new(base, cfg, &err);
-  if (c == NULL) {
-    event_base_free(base);
-    return PERMIT_ENOMEM;
-  }
-  sync_state s = {.base = base, .msg = msg, .msgcap = msgcap};
-  static const permit_client_handlers h = {sync_message, sync_done};
-  /* One connection attempt: a failure is the answer, not a retry. */
-  if (permit_client_start(c, path, req, len, timeout_ms, &h, &s) == NULL) {
-    permit_client_free(c);
-    event_base_free(base);
-    return PERMIT_ENOMEM;
-  }
-  while (!s.done) event_base_loop(base, EVLOOP_ONCE);
-  permit_client_free(c);
-  /* Let libevent run what bufferevent_free() deferred (its finalizers and
-   * queued callbacks hold references) before the loop goes away. */
-  event_base_loop(base, EVLOOP_NONBLOCK);
-  event_base_free(base);
-  *status = s.status;
-  if (s.status == PERMIT_GRPC_OK && resp != NULL) {
-    *resp = s.resp;
-    *resp_len = s.resp_len;
+  unary_result u = {0};
+  int rc = permit_client_stream_sync(cfg, path, req, len, timeout_ms,
+                                     unary_keep, &u, status, msg, msgcap);
+  if (rc == 0 && *status == PERMIT_GRPC_OK && resp != NULL) {
+    *resp = u.resp;
+    *resp_len = u.len;
   } else {
-    free(s.resp);
+    free(u.resp);
   }
-  return 0;
+  return rc;
 }
 
 typedef struct stream_sync {
