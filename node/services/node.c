@@ -36,6 +36,9 @@ struct permit_node {
   void *grow_arg;
   permit_node_change_fn change_fn;
   void *change_arg;
+  /* Guards the two hooks: a service may unregister while another thread
+   * reports growth. */
+  pthread_mutex_t hooks_lock;
 };
 
 const char *permit_node_name(const permit_node *n) { return n->name; }
@@ -236,6 +239,7 @@ int permit_node_open(const permit_node_config *cfg, permit_node **out,
   n->lock_fd = -1;
   pthread_rwlock_init(&n->peers_lock, NULL);
   pthread_mutex_init(&n->lists_lock, NULL);
+  pthread_mutex_init(&n->hooks_lock, NULL);
   snprintf(n->name, sizeof n->name, "%s", cfg->name);
   snprintf(n->endpoint, sizeof n->endpoint, "%s", cfg->endpoint);
   snprintf(n->consent_base, sizeof n->consent_base, "%s",
@@ -289,6 +293,7 @@ void permit_node_close(permit_node *n) {
   if (n->lock_fd >= 0) permit_identity_unlock(n->lock_fd);
   pthread_rwlock_destroy(&n->peers_lock);
   pthread_mutex_destroy(&n->lists_lock);
+  pthread_mutex_destroy(&n->hooks_lock);
   permit_wipe(n->secret, sizeof n->secret);
   free(n);
 }
@@ -361,22 +366,33 @@ permit_log *permit_node_inbound(permit_node *n, const char *peer) {
 }
 
 void permit_node_on_grow(permit_node *n, permit_node_grow_fn fn, void *arg) {
+  pthread_mutex_lock(&n->hooks_lock);
   n->grow_fn = fn;
   n->grow_arg = arg;
+  pthread_mutex_unlock(&n->hooks_lock);
 }
 
+/* The hook runs under the lock, so unregistering waits for a call in
+ * progress: after permit_node_on_grow(n, NULL, NULL) returns, the old
+ * callback is not running and will not run. */
 void permit_node_grew(permit_node *n, const char *peer) {
+  pthread_mutex_lock(&n->hooks_lock);
   if (n->grow_fn != NULL) n->grow_fn(n->grow_arg, peer);
+  pthread_mutex_unlock(&n->hooks_lock);
 }
 
 void permit_node_on_change(permit_node *n, permit_node_change_fn fn,
                            void *arg) {
+  pthread_mutex_lock(&n->hooks_lock);
   n->change_fn = fn;
   n->change_arg = arg;
+  pthread_mutex_unlock(&n->hooks_lock);
 }
 
 void permit_node_changed(permit_node *n) {
+  pthread_mutex_lock(&n->hooks_lock);
   if (n->change_fn != NULL) n->change_fn(n->change_arg);
+  pthread_mutex_unlock(&n->hooks_lock);
 }
 
 /* ---- lists ---- */
