@@ -46,7 +46,7 @@ static void usage(FILE *to) {
       "        [--locale TAG]    record a buyer's opt-in (reseller)\n"
       "  contacts export --list ID [--format csv|jsonl] [--out FILE]\n"
       "                          a list's contacts for a mailing tool\n"
-      "  proof --email EMAIL --list ID [--out FILE]\n"
+      "  proof --email EMAIL --list ID [--issuer NAME] [--out FILE]\n"
       "                          one file proving a buyer's consent: the\n"
       "                          signed record, its inclusion proof and the\n"
       "                          signed checkpoint (venue)\n"

@@ -106,7 +106,12 @@ struct permit_peer_service {
   int thread_started;
   pthread_t thread;
   pcall **lists; /* per worker, touched only by that worker */
+  int fault_rewrite; /* tests only: serve checkpoints of a false history */
 };
+
+/* Tests of equivocation detection set PERMIT_FAULT_REWRITE_HISTORY to
+ * this; any other value is ignored. */
+#define FAULT_REWRITE_ON "yes-i-am-a-test-and-this-node-must-lie"
 
 static int64_t mono_ms(void) {
   struct timespec ts;
@@ -216,6 +221,34 @@ static void on_grow(void *arg, const char *peer) {
   resume_all(ps);
 }
 
+/* The fault switch: re-signs |*cp| with its root changed, as an issuer
+ * that rewrote history would.  Its key is real, so only the root check of
+ * an audience can catch it. */
+static void fault_rewrite(permit_peer_service *ps, uint8_t **cp, size_t *len) {
+  Permit__V1__SignedCheckpoint *env =
+      permit__v1__signed_checkpoint__unpack(NULL, *len, *cp);
+  Permit__V1__Checkpoint *body =
+      env != NULL ? permit__v1__checkpoint__unpack(NULL, env->body.len,
+                                                   env->body.data)
+                  : NULL;
+  uint8_t buf[PERMIT_CHECKPOINT_MAX_LEN], *forged = NULL;
+  size_t flen = 0;
+  if (body != NULL && body->root_hash.len == PERMIT_HASH_LEN &&
+      permit__v1__checkpoint__get_packed_size(body) <= sizeof buf) {
+    body->root_hash.data[0] ^= 0x01;
+    size_t bl = permit__v1__checkpoint__pack(body, buf);
+    if (permit_envelope_sign(PERMIT_CHECKPOINT_CONTEXT, buf, bl,
+                             permit_node_sign_key(ps->n), &forged, &flen,
+                             NULL) == 0) {
+      free(*cp);
+      *cp = forged;
+      *len = flen;
+    }
+  }
+  if (body != NULL) permit__v1__checkpoint__free_unpacked(body, NULL);
+  if (env != NULL) permit__v1__signed_checkpoint__free_unpacked(env, NULL);
+}
+
 /* Signs a checkpoint of |s|'s head; the lock is held and dropped around
  * the signature and its synced write. */
 static void sign_locked(permit_peer_service *ps, cp_slot *s) {
@@ -231,6 +264,7 @@ static void sign_locked(permit_peer_service *ps, cp_slot *s) {
   if (rc == 0 && cp_size_of(cp, len, &size) != 0)
     rc = permit_err_set(&err, PERMIT_ECORRUPT, "cannot decode our own "
                         "checkpoint");
+  if (rc == 0 && ps->fault_rewrite && size > 1) fault_rewrite(ps, &cp, &len);
   if (rc != 0)
     permit_logf(PERMIT_LEVEL_ERROR, "checkpoint.failed",
                 "cannot sign a checkpoint of the log for %s: %s", s->peer,
@@ -814,6 +848,13 @@ permit_peer_service *permit_peer_service_new(permit_node *n,
   pthread_rwlock_init(&ps->hub->lock, NULL);
   ps->hub->ps = ps;
   atomic_init(&ps->open_calls, 0);
+  const char *fault = getenv("PERMIT_FAULT_REWRITE_HISTORY");
+  ps->fault_rewrite = fault != NULL && strcmp(fault, FAULT_REWRITE_ON) == 0;
+  if (ps->fault_rewrite)
+    permit_logf(PERMIT_LEVEL_ERROR, "peer.fault_injection",
+                "PERMIT_FAULT_REWRITE_HISTORY is set: this node serves "
+                "checkpoints of a history it does not have, to test that "
+                "audiences catch equivocation; never run it for real");
   pthread_mutex_init(&ps->mu, NULL);
   pthread_condattr_t ca;
   pthread_condattr_init(&ca);
