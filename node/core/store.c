@@ -9,6 +9,8 @@
 struct permit_store {
   rocksdb_t *db;
   rocksdb_options_t *opts;
+  rocksdb_cache_t *cache;
+  rocksdb_block_based_table_options_t *table;
   rocksdb_column_family_handle_t *cf[PERMIT_CF_COUNT];
   rocksdb_readoptions_t *ro;
   rocksdb_writeoptions_t *wo_sync;
@@ -51,6 +53,16 @@ int permit_store_open(const char *dir, permit_store **out, permit_err *err) {
   rocksdb_options_increase_parallelism(s->opts, 2);
   rocksdb_options_set_max_open_files(s->opts, 256);
   rocksdb_options_set_compression(s->opts, rocksdb_lz4_compression);
+  /* Memory is bounded for the whole database, not per column family:
+   * ten families with RocksDB's default 64 MiB memtables each would let a
+   * node catching up on a long log grow to hundreds of MiB.  32 MiB of
+   * memtables in all (flushed early when full) and a 32 MiB block cache. */
+  rocksdb_options_set_write_buffer_size(s->opts, 8 << 20);
+  rocksdb_options_set_db_write_buffer_size(s->opts, 32 << 20);
+  s->cache = rocksdb_cache_create_lru(32 << 20);
+  s->table = rocksdb_block_based_options_create();
+  rocksdb_block_based_options_set_block_cache(s->table, s->cache);
+  rocksdb_options_set_block_based_table_factory(s->opts, s->table);
 
   const rocksdb_options_t *cf_opts[PERMIT_CF_COUNT];
   for (int i = 0; i < PERMIT_CF_COUNT; i++) cf_opts[i] = s->opts;
@@ -62,6 +74,8 @@ int permit_store_open(const char *dir, permit_store **out, permit_err *err) {
     snprintf(what, sizeof what, "cannot open database %s", dir);
     rocks_err(err, msg, what);
     rocksdb_options_destroy(s->opts);
+    rocksdb_block_based_options_destroy(s->table);
+    rocksdb_cache_destroy(s->cache);
     free(s);
     return PERMIT_EIO;
   }
@@ -83,6 +97,8 @@ void permit_store_close(permit_store *s) {
   rocksdb_writeoptions_destroy(s->wo_sync);
   rocksdb_writeoptions_destroy(s->wo_async);
   rocksdb_options_destroy(s->opts);
+  rocksdb_block_based_options_destroy(s->table);
+  rocksdb_cache_destroy(s->cache);
   free(s);
 }
 
