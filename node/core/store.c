@@ -55,10 +55,10 @@ int permit_store_open(const char *dir, permit_store **out, permit_err *err) {
   rocksdb_options_set_compression(s->opts, rocksdb_lz4_compression);
   /* Memory is bounded for the whole database, not per column family:
    * ten families with RocksDB's default 64 MiB memtables each would let a
-   * node catching up on a long log grow to hundreds of MiB.  32 MiB of
+   * node catching up on a long log grow to hundreds of MiB.  48 MiB of
    * memtables in all (flushed early when full) and a 32 MiB block cache. */
-  rocksdb_options_set_write_buffer_size(s->opts, 8 << 20);
-  rocksdb_options_set_db_write_buffer_size(s->opts, 32 << 20);
+  rocksdb_options_set_write_buffer_size(s->opts, 16 << 20);
+  rocksdb_options_set_db_write_buffer_size(s->opts, 48 << 20);
   s->cache = rocksdb_cache_create_lru(32 << 20);
   s->table = rocksdb_block_based_options_create();
   rocksdb_block_based_options_set_block_cache(s->table, s->cache);
