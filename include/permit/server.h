@@ -146,4 +146,28 @@ const char *permit_call_peer(const permit_call *c);
 int permit_call_worker(const permit_call *c);
 struct event_base *permit_call_base(const permit_call *c);
 
+/* ---- per-worker lists of open calls ---- */
+
+/*
+ * Lists of open calls, one per worker, for streams that wait for news
+ * (Health/Watch, Venue/WatchContacts): a notifier runs on each worker
+ * (permit_server_on_workers) and walks that worker's list.  Worker
+ * threads only; no lock needed.
+ */
+typedef struct permit_call_list permit_call_list;
+
+permit_call_list *permit_call_list_new(permit_server *s);
+/* Frees |l|; the server must be stopped (no call still on it). */
+void permit_call_list_free(permit_call_list *l);
+
+/*
+ * Puts |c| on its worker's list.  A call is on one list at most; the
+ * server takes it off when the call closes, before on_close runs.
+ */
+void permit_call_list_add(permit_call_list *l, permit_call *c);
+
+/* Calls fn(c, arg) for each call on |worker|'s list; fn may finish it. */
+void permit_call_list_each(permit_call_list *l, int worker,
+                           void (*fn)(permit_call *c, void *arg), void *arg);
+
 #endif

@@ -15,7 +15,6 @@
 
 typedef struct watcher {
   permit_call *call;
-  struct watcher *prev, *next;
   char service[MAX_SERVICE_NAME + 1];
   int sent; /* last status sent, -1 none */
 } watcher;
@@ -26,15 +25,15 @@ struct permit_health {
   int n;
   char names[MAX_SERVICES][MAX_SERVICE_NAME + 1];
   permit_serving status[MAX_SERVICES];
-  watcher **lists; /* one list per worker, touched only by that worker */
+  permit_call_list *watchers; /* Watch calls, per worker */
 };
 
 permit_health *permit_health_new(permit_server *srv) {
   permit_health *h = calloc(1, sizeof *h);
   if (h == NULL) return NULL;
   h->srv = srv;
-  h->lists = calloc((size_t)permit_server_worker_count(srv), sizeof *h->lists);
-  if (h->lists == NULL) {
+  h->watchers = permit_call_list_new(srv);
+  if (h->watchers == NULL) {
     free(h);
     return NULL;
   }
@@ -45,7 +44,7 @@ permit_health *permit_health_new(permit_server *srv) {
 void permit_health_free(permit_health *h) {
   if (h == NULL) return;
   pthread_mutex_destroy(&h->mu);
-  free(h->lists);
+  permit_call_list_free(h->watchers);
   free(h);
 }
 
@@ -123,10 +122,7 @@ static void watch_message(permit_call *c, const uint8_t *msg, size_t len) {
   }
   w->call = c;
   w->sent = -1;
-  int wi = permit_call_worker(c);
-  w->next = h->lists[wi];
-  if (w->next != NULL) w->next->prev = w;
-  h->lists[wi] = w;
+  permit_call_list_add(h->watchers, c);
   permit_call_set_data(c, w);
   watch_update(h, w);
 }
@@ -136,24 +132,19 @@ static void watch_writable(permit_call *c) {
   if (w != NULL) watch_update(permit_call_method_arg(c), w);
 }
 
+/* The server has taken the call off the list already. */
 static void watch_close(permit_call *c, int cancelled) {
-  permit_health *h = permit_call_method_arg(c);
-  watcher *w = permit_call_data(c);
   (void)cancelled;
-  if (w == NULL) return;
-  int wi = permit_call_worker(c);
-  if (w->prev != NULL)
-    w->prev->next = w->next;
-  else
-    h->lists[wi] = w->next;
-  if (w->next != NULL) w->next->prev = w->prev;
-  free(w);
+  free(permit_call_data(c));
+}
+
+static void notify_one(permit_call *c, void *arg) {
+  watch_update(arg, permit_call_data(c));
 }
 
 static void notify_worker(int index, void *arg) {
   permit_health *h = arg;
-  for (watcher *w = h->lists[index]; w != NULL; w = w->next)
-    watch_update(h, w);
+  permit_call_list_each(h->watchers, index, notify_one, h);
 }
 
 int permit_health_set(permit_health *h, const char *service,

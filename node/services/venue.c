@@ -18,7 +18,6 @@
 
 typedef struct watcher {
   permit_call *call;
-  struct watcher *prev, *next;
   uint64_t last; /* the last change sent */
 } watcher;
 
@@ -33,8 +32,7 @@ typedef struct lister {
 struct permit_venue {
   permit_node *n;
   permit_server *srv;
-  int nworkers;
-  watcher **lists; /* one per worker, touched only by that worker */
+  permit_call_list *watchers; /* WatchContacts calls, per worker */
 };
 
 /* Queues |m| packed on |c|; wipes the copy (it may hold a contact). */
@@ -221,10 +219,7 @@ static void watch_message(permit_call *c, const uint8_t *msg, size_t len) {
   w->call = c;
   w->last = req->since;
   permit__v1__watch_contacts_request__free_unpacked(req, NULL);
-  int wi = permit_call_worker(c);
-  w->next = v->lists[wi];
-  if (w->next != NULL) w->next->prev = w;
-  v->lists[wi] = w;
+  permit_call_list_add(v->watchers, c);
   permit_call_set_data(c, w);
   watch_produce(v, w);
 }
@@ -234,28 +229,21 @@ static void watch_writable(permit_call *c) {
   if (w != NULL) watch_produce(permit_call_method_arg(c), w);
 }
 
+/* The server has taken the call off the list already. */
 static void watch_close(permit_call *c, int cancelled) {
-  permit_venue *v = permit_call_method_arg(c);
-  watcher *w = permit_call_data(c);
   (void)cancelled;
-  if (w == NULL) return;
-  int wi = permit_call_worker(c);
-  if (w->prev != NULL)
-    w->prev->next = w->next;
-  else
-    v->lists[wi] = w->next;
-  if (w->next != NULL) w->next->prev = w->prev;
+  free(permit_call_data(c));
   permit_call_set_data(c, NULL);
-  free(w);
+}
+
+static void notify_one(permit_call *c, void *arg) {
+  watch_produce(arg, permit_call_data(c));
 }
 
 /* On worker |index|: every watcher there sends what is new. */
 static void notify_worker(int index, void *arg) {
   permit_venue *v = arg;
-  for (watcher *w = v->lists[index], *next; w != NULL; w = next) {
-    next = w->next; /* a finish may close and unlink |w| */
-    watch_produce(v, w);
-  }
+  permit_call_list_each(v->watchers, index, notify_one, v);
 }
 
 /* permit_node_change_fn: on the sync thread, after a batch. */
@@ -284,17 +272,14 @@ permit_venue *permit_venue_new(permit_node *n, permit_server *srv,
     return NULL;
   }
   permit_venue *v = calloc(1, sizeof *v);
-  int workers = permit_server_worker_count(srv);
-  if (v != NULL && workers > 0)
-    v->lists = calloc((size_t)workers, sizeof *v->lists);
-  if (v == NULL || v->lists == NULL) {
+  if (v != NULL) v->watchers = permit_call_list_new(srv);
+  if (v == NULL || v->watchers == NULL) {
     free(v);
     permit_err_set(err, PERMIT_ENOMEM, "out of memory");
     return NULL;
   }
   v->n = n;
   v->srv = srv;
-  v->nworkers = workers;
   permit_node_on_change(n, on_change, v);
   return v;
 }
@@ -302,7 +287,7 @@ permit_venue *permit_venue_new(permit_node *n, permit_server *srv,
 void permit_venue_free(permit_venue *v) {
   if (v == NULL) return;
   permit_node_on_change(v->n, NULL, NULL);
-  free(v->lists);
+  permit_call_list_free(v->watchers);
   free(v);
 }
 

@@ -94,6 +94,8 @@ struct permit_call {
   struct event *deadline;
   int headers_sent, finished, deferred, closed, was_full, routed;
   int aborted; /* ended by the transport (deadline, shutdown, bad input) */
+  struct permit_call_list *list; /* the list it is on, if any */
+  permit_call *list_prev, *list_next;
   int status;
   char message[512];
 };
@@ -297,6 +299,59 @@ static int find_method(listener *l, const char *path) {
   return -1;
 }
 
+struct permit_call_list {
+  int n;
+  permit_call **heads; /* one per worker */
+};
+
+permit_call_list *permit_call_list_new(permit_server *s) {
+  permit_call_list *l = calloc(1, sizeof *l);
+  if (l == NULL) return NULL;
+  l->n = s->nworkers;
+  l->heads = calloc((size_t)l->n, sizeof *l->heads);
+  if (l->heads == NULL) {
+    free(l);
+    return NULL;
+  }
+  return l;
+}
+
+void permit_call_list_free(permit_call_list *l) {
+  if (l == NULL) return;
+  free(l->heads);
+  free(l);
+}
+
+void permit_call_list_add(permit_call_list *l, permit_call *c) {
+  int w = c->st->c->w->index;
+  c->list = l;
+  c->list_prev = NULL;
+  c->list_next = l->heads[w];
+  if (c->list_next != NULL) c->list_next->list_prev = c;
+  l->heads[w] = c;
+}
+
+static void call_list_remove(permit_call *c) {
+  permit_call_list *l = c->list;
+  if (l == NULL) return;
+  if (c->list_prev != NULL)
+    c->list_prev->list_next = c->list_next;
+  else
+    l->heads[c->st->c->w->index] = c->list_next;
+  if (c->list_next != NULL) c->list_next->list_prev = c->list_prev;
+  c->list = NULL;
+}
+
+void permit_call_list_each(permit_call_list *l, int worker,
+                           void (*fn)(permit_call *c, void *arg), void *arg) {
+  /* A call closes only from nghttp2's callbacks, never inside |fn|, but
+   * the next pointer is taken first all the same. */
+  for (permit_call *c = l->heads[worker], *next; c != NULL; c = next) {
+    next = c->list_next;
+    fn(c, arg);
+  }
+}
+
 static void count_call(stream *st, int status) {
   listener *l = st->c->l;
   int mi = st->call.method_index >= 0 ? st->call.method_index : (int)l->nmethods;
@@ -317,6 +372,7 @@ static void call_close(stream *st, int cancelled) {
     count_call(st, cancelled && call->status == PERMIT_GRPC_OK
                        ? PERMIT_GRPC_CANCELLED
                        : call->status);
+  call_list_remove(call);
   if (call->routed && call->m->on_close != NULL)
     call->m->on_close(call, cancelled);
 }
