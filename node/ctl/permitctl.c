@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "config.h"
+#include "ctl.h"
 #include "proof.h"
 #include "permit/client.h"
 #include "permit/crypto.h"
@@ -130,66 +131,8 @@ static int load_config(const args *a, permit_config *c) {
 
 /* ---- talking to the node ---- */
 
-typedef struct api {
-  permit_client_config cc;
-  char host[300];
-  SSL_CTX *tls;
-  permit_pinset *pins;
-} api;
-
-static int api_open(const permit_config *c, api *out) {
-  memset(out, 0, sizeof *out);
-  const char *colon = strrchr(c->api_listen, ':');
-  snprintf(out->host, sizeof out->host, "%.*s", (int)(colon - c->api_listen),
-           c->api_listen);
-  int port = atoi(colon + 1);
-  /* The node writes the ports it really bound (port 0 in the config). */
-  char path[4200];
-  snprintf(path, sizeof path, "%s/ports.json", c->data);
-  json_t *ports = json_load_file(path, 0, NULL);
-  if (ports != NULL) {
-    json_int_t p = json_integer_value(json_object_get(ports, "api"));
-    if (p > 0 && p < 65536) port = (int)p;
-    json_decref(ports);
-  }
-  out->cc.host = out->host;
-  out->cc.port = port;
-  out->cc.connect_timeout_ms = 5000;
-  out->cc.bearer_token = c->api_token[0] ? c->api_token : NULL;
-  if (c->api_tls) {
-    /* Trust exactly the node's own identity key. */
-    permit_identity id;
-    permit_err err;
-    if (permit_identity_open(c->data, 0, &id, &err) != 0) {
-      fprintf(stderr, "permitctl: %s\n", err.msg);
-      return -1;
-    }
-    char *cert = NULL;
-    size_t cl;
-    out->pins = permit_pinset_new();
-    if (permit_tls_cert_create(id.sign, c->name, &cert, &cl, &err) == 0 &&
-        permit_pinset_add(out->pins, permit_sign_key_public(id.sign),
-                          c->name) == 0)
-      out->tls = permit_tls_client_ctx(id.sign, cert, out->pins, &err);
-    free(cert);
-    permit_identity_free(&id);
-    if (out->tls == NULL) {
-      fprintf(stderr, "permitctl: TLS: %s\n", err.msg);
-      return -1;
-    }
-    out->cc.tls = out->tls;
-    out->cc.authority = c->name;
-  }
-  return 0;
-}
-
-static void api_close(api *a) {
-  if (a->tls != NULL) SSL_CTX_free(a->tls);
-  if (a->pins != NULL) permit_pinset_unref(a->pins);
-}
-
 /* One unary call; prints the error and returns -1 unless OK. */
-static int call(api *a, const char *path, const ProtobufCMessage *req,
+static int call(ctl_api *a, const char *path, const ProtobufCMessage *req,
                 uint8_t **resp, size_t *rlen) {
   size_t n = protobuf_c_message_get_packed_size(req);
   uint8_t *buf = malloc(n ? n : 1);
@@ -312,11 +255,6 @@ static int cmd_keys(const args *a) {
   return 0;
 }
 
-static char *b64(const uint8_t *in, size_t len) {
-  char *out = malloc(4 * ((len + 2) / 3) + 1);
-  if (out != NULL) EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-  return out;
-}
 
 static const char *const role_names[] = {NULL, "issuer", "audience"};
 
@@ -343,7 +281,7 @@ static int cmd_card(const args *a) {
   json_t *j = json_object(), *roles = json_array();
   for (int r = 1; r <= 2; r++)
     if (c.roles & r) json_array_append_new(roles, json_string(role_names[r]));
-  char *enc = b64(card, cl);
+  char *enc = ctl_b64_encode(card, cl);
   json_object_set_new(j, "name", json_string(c.name));
   json_object_set_new(j, "endpoint", json_string(c.peer_endpoint));
   json_object_set_new(j, "roles", roles);
@@ -371,8 +309,8 @@ static int cmd_peer(const args *a) {
   if (check_opts(&rest, known, strcmp(sub, "add") == 0, "peer") != 0)
     return 2;
   permit_config c;
-  api api;
-  if (load_config(&rest, &c) != 0 || api_open(&c, &api) != 0) return 1;
+  ctl_api api;
+  if (load_config(&rest, &c) != 0 || ctl_api_open(&c, &api, "") != 0) return 1;
   int rc = 1;
   uint8_t *resp = NULL;
   size_t rl = 0;
@@ -439,7 +377,7 @@ static int cmd_peer(const args *a) {
     }
   }
   free(resp);
-  api_close(&api);
+  ctl_api_close(&api);
   return rc;
 }
 
@@ -478,8 +416,8 @@ static int cmd_list(const args *a) {
   }
   text[n] = '\0';
   permit_config c;
-  api api;
-  if (load_config(&rest, &c) != 0 || api_open(&c, &api) != 0) {
+  ctl_api api;
+  if (load_config(&rest, &c) != 0 || ctl_api_open(&c, &api, "") != 0) {
     free(text);
     return 1;
   }
@@ -505,7 +443,7 @@ static int cmd_list(const args *a) {
   }
   free(resp);
   free(text);
-  api_close(&api);
+  ctl_api_close(&api);
   return rc;
 }
 
@@ -518,8 +456,8 @@ static int cmd_offers(const args *a) {
     return 2;
   }
   permit_config c;
-  api api;
-  if (load_config(a, &c) != 0 || api_open(&c, &api) != 0) return 1;
+  ctl_api api;
+  if (load_config(a, &c) != 0 || ctl_api_open(&c, &api, "") != 0) return 1;
   Permit__V1__ListOffersRequest req = PERMIT__V1__LIST_OFFERS_REQUEST__INIT;
   req.venue = (char *)venue;
   uint8_t *resp = NULL;
@@ -539,7 +477,7 @@ static int cmd_offers(const args *a) {
     }
   }
   free(resp);
-  api_close(&api);
+  ctl_api_close(&api);
   return rc;
 }
 
@@ -572,8 +510,8 @@ static int cmd_optin(const args *a) {
   req.family_name = (char *)(f ? f : "");
   req.locale = (char *)(l ? l : "");
   permit_config c;
-  api api;
-  if (load_config(a, &c) != 0 || api_open(&c, &api) != 0) return 1;
+  ctl_api api;
+  if (load_config(a, &c) != 0 || ctl_api_open(&c, &api, "") != 0) return 1;
   uint8_t *resp = NULL;
   size_t rl;
   int rc = 1;
@@ -595,7 +533,7 @@ static int cmd_optin(const args *a) {
     }
   }
   free(resp);
-  api_close(&api);
+  ctl_api_close(&api);
   return rc;
 }
 
@@ -620,12 +558,6 @@ typedef struct export_ctx {
   int jsonl, count, bad;
 } export_ctx;
 
-static void iso_time(int64_t ms, char *buf, size_t cap) {
-  time_t t = (time_t)(ms / 1000);
-  struct tm tm;
-  gmtime_r(&t, &tm);
-  strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm);
-}
 
 static void export_one(void *arg, const uint8_t *msg, size_t len) {
   export_ctx *x = arg;
@@ -636,7 +568,7 @@ static void export_one(void *arg, const uint8_t *msg, size_t len) {
     return;
   }
   char when[32], rid[33] = "", ver[16];
-  iso_time(e->collected_at_ms, when, sizeof when);
+  ctl_iso_time(e->collected_at_ms, when, sizeof when);
   if (e->record_id.len == 16) permit_hex_encode(e->record_id.data, 16, rid);
   snprintf(ver, sizeof ver, "%u", e->notice_version);
   if (x->jsonl) {
@@ -687,8 +619,8 @@ static int cmd_contacts(const args *a) {
     return 2;
   }
   permit_config c;
-  api api;
-  if (load_config(&rest, &c) != 0 || api_open(&c, &api) != 0) return 1;
+  ctl_api api;
+  if (load_config(&rest, &c) != 0 || ctl_api_open(&c, &api, "") != 0) return 1;
   /* Written to a temporary file and renamed: a failed export leaves no
    * half file for the mailing tool to import. */
   char tmp[4300];
@@ -699,7 +631,7 @@ static int cmd_contacts(const args *a) {
     if (out == NULL) {
       fprintf(stderr, "permitctl contacts export: cannot write %s: %s\n", tmp,
               strerror(errno));
-      api_close(&api);
+      ctl_api_close(&api);
       return 1;
     }
   }
@@ -733,7 +665,7 @@ static int cmd_contacts(const args *a) {
   else if (file != NULL)
     fprintf(stderr, "%d contacts of list %s written to %s\n", x.count, list,
             file);
-  api_close(&api);
+  ctl_api_close(&api);
   return ok ? 0 : 1;
 }
 

@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "ctl.h"
 #include "proof.h"
 #include "permit/client.h"
 #include "permit/contacts.h"
@@ -80,13 +81,6 @@ static int arg_check(int argc, char **argv, const char *const *known,
 
 /* ---- encodings ---- */
 
-static char *b64_encode(const uint8_t *in, size_t len) {
-  if (len > (size_t)INT32_MAX / 2) return NULL;
-  char *out = malloc(4 * ((len + 2) / 3) + 1);
-  if (out != NULL) EVP_EncodeBlock((unsigned char *)out, in, (int)len);
-  return out;
-}
-
 /*
  * Decodes standard base64 with padding into a malloc'd |*out| of at most
  * |max| bytes.  Only the canonical encoding of the result is accepted (no
@@ -103,7 +97,7 @@ static int b64_decode(const char *in, size_t max, uint8_t **out,
   int n = EVP_DecodeBlock(buf, (const unsigned char *)in, (int)len);
   size_t pad = in[len - 1] == '=' ? (in[len - 2] == '=' ? 2 : 1) : 0;
   char *again = n >= 0 && (size_t)n >= pad
-                    ? b64_encode(buf, (size_t)n - pad)
+                    ? ctl_b64_encode(buf, (size_t)n - pad)
                     : NULL;
   int ok = again != NULL && strcmp(again, in) == 0 && (size_t)n - pad <= max;
   free(again);
@@ -124,14 +118,6 @@ static int hash_decode(const char *in, permit_hash out) {
     if (!((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'))) return -1;
   return permit_hex_decode(in, 2 * PERMIT_HASH_LEN, out, PERMIT_HASH_LEN,
                            &got) == 0 && got == PERMIT_HASH_LEN ? 0 : -1;
-}
-
-static void iso_time(int64_t ms, char *buf, size_t cap) {
-  time_t t = (time_t)(ms / 1000);
-  struct tm tm;
-  if (gmtime_r(&t, &tm) == NULL ||
-      strftime(buf, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
-    snprintf(buf, cap, "(time %lld ms)", (long long)ms);
 }
 
 /*
@@ -181,72 +167,11 @@ static json_t *json_file(const char *path, size_t max, char *why,
 
 /* ---- proof ---- */
 
-/* Where the node's local API is, and how to reach it. */
-typedef struct proof_api {
-  permit_client_config cc;
-  char host[300];
-  SSL_CTX *tls;
-  permit_pinset *pins;
-} proof_api;
-
-static int api_connect(const permit_config *c, proof_api *a) {
-  memset(a, 0, sizeof *a);
-  const char *colon = strrchr(c->api_listen, ':');
-  if (colon == NULL) {
-    fprintf(stderr, "permitctl proof: bad api address %s\n", c->api_listen);
-    return -1;
-  }
-  snprintf(a->host, sizeof a->host, "%.*s", (int)(colon - c->api_listen),
-           c->api_listen);
-  a->cc.host = a->host;
-  a->cc.port = atoi(colon + 1);
-  /* A node configured with port 0 writes the port it bound. */
-  char path[4200];
-  snprintf(path, sizeof path, "%s/ports.json", c->data);
-  json_t *ports = json_load_file(path, 0, NULL);
-  json_int_t p = json_integer_value(json_object_get(ports, "api"));
-  if (p > 0 && p < 65536) a->cc.port = (int)p;
-  json_decref(ports);
-  a->cc.connect_timeout_ms = 5000;
-  a->cc.bearer_token = c->api_token[0] ? c->api_token : NULL;
-  if (!c->api_tls) return 0;
-  /* The API is served with the node's identity key: trust only that. */
-  permit_identity id;
-  permit_err err = {0};
-  if (permit_identity_open(c->data, 0, &id, &err) != 0) {
-    fprintf(stderr, "permitctl proof: %s\n", err.msg);
-    return -1;
-  }
-  char *cert = NULL;
-  size_t cl = 0;
-  a->pins = permit_pinset_new();
-  if (a->pins != NULL &&
-      permit_tls_cert_create(id.sign, c->name, &cert, &cl, &err) == 0 &&
-      permit_pinset_add(a->pins, permit_sign_key_public(id.sign), c->name) ==
-          0)
-    a->tls = permit_tls_client_ctx(id.sign, cert, a->pins, &err);
-  free(cert);
-  permit_identity_free(&id);
-  if (a->tls == NULL) {
-    fprintf(stderr, "permitctl proof: TLS: %s\n",
-            err.msg[0] ? err.msg : "cannot set up");
-    return -1;
-  }
-  a->cc.tls = a->tls;
-  a->cc.authority = c->name;
-  return 0;
-}
-
-static void api_disconnect(proof_api *a) {
-  if (a->tls != NULL) SSL_CTX_free(a->tls);
-  if (a->pins != NULL) permit_pinset_unref(a->pins);
-}
-
 /* The ConsentProof as the JSON of the file, or NULL when out of memory. */
 static json_t *proof_json(const Permit__V1__ConsentProof *p) {
   json_t *j = json_object(), *hashes = json_array();
-  char *rec = b64_encode(p->signed_record.data, p->signed_record.len);
-  char *cp = b64_encode(p->signed_checkpoint.data, p->signed_checkpoint.len);
+  char *rec = ctl_b64_encode(p->signed_record.data, p->signed_record.len);
+  char *cp = ctl_b64_encode(p->signed_checkpoint.data, p->signed_checkpoint.len);
   int ok = j != NULL && hashes != NULL && rec != NULL && cp != NULL;
   for (size_t i = 0; ok && i < p->n_inclusion; i++) {
     char hex[2 * PERMIT_HASH_LEN + 1];
@@ -339,9 +264,9 @@ int permitctl_proof(int argc, char **argv) {
     fprintf(stderr, "permitctl proof: %s\n", why);
     return 1;
   }
-  proof_api api;
-  if (api_connect(&c, &api) != 0) {
-    api_disconnect(&api);
+  ctl_api api;
+  if (ctl_api_open(&c, &api, "proof") != 0) {
+    ctl_api_close(&api);
     return 1;
   }
   Permit__V1__GetProofRequest req = PERMIT__V1__GET_PROOF_REQUEST__INIT;
@@ -362,7 +287,7 @@ int permitctl_proof(int argc, char **argv) {
     permit_wipe(rb, rl); /* it holds the email */
   }
   free(rb);
-  api_disconnect(&api);
+  ctl_api_close(&api);
   if (rc != 0 || status != PERMIT_GRPC_OK) {
     fprintf(stderr, "permitctl proof: %s%s%s\n",
             rc != 0 ? "call failed" : permit_grpc_status_name(status),
@@ -597,8 +522,8 @@ static int proof_check(proof_file *pf, const permit_peer *card, char *why,
   }
   char collected[40], signed_at[40], subject[2 * PERMIT_SUBJECT_LEN + 1],
       rid[2 * PERMIT_RECORD_ID_LEN + 1];
-  iso_time(o->collected_at_ms, collected, sizeof collected);
-  iso_time(cp->timestamp_ms, signed_at, sizeof signed_at);
+  ctl_iso_time(o->collected_at_ms, collected, sizeof collected);
+  ctl_iso_time(cp->timestamp_ms, signed_at, sizeof signed_at);
   permit_hex_encode(rec->subject.data, rec->subject.len, subject);
   permit_hex_encode(rec->record_id.data, rec->record_id.len, rid);
   printf("%s collected consent (method %s) at %s for list %s of %s, notice "
