@@ -14,6 +14,8 @@ test=(openssl python3)
 # The interoperability tests (tests/cli/test_interop_*.sh): grpcio and
 # protoc for the Python client, nghttp/h2load and curl for the tools test.
 test+=(python3-grpcio python3-protobuf protobuf-compiler nghttp2-client curl)
+# The consent-centre browser test (interop/browser) drives Debian's Chromium.
+test+=(chromium)
 # Node.js for the grpc-js client: any node already on PATH will do (say
 # one from NodeSource, whose nodejs bundles npm and conflicts with
 # Debian's npm package); only a machine without node gets Debian's.

@@ -29,6 +29,7 @@
 #include <stdint.h>
 
 #include "permit/error.h"
+#include "permit/record.h"
 #include "permit/store.h"
 #include "permit/v1/permit.pb-c.h"
 #include "permit/v1/service.pb-c.h"
@@ -98,6 +99,27 @@ int permit_contacts_txn_erase(permit_contacts_txn *t,
                               const Permit__V1__Record *rec, uint64_t seq,
                               int *applied, permit_err *err);
 
+/*
+ * Stages an unsubscribe at this venue: the active row of (|list_id|,
+ * |issuer|, |subject|) becomes "withdrawn" with an "unsubscribed" change,
+ * and |record_id| receives the opt-in it withdraws, for the Withdrawal
+ * record sent back to the issuer (|*applied| 1).  |*applied| 0 when the
+ * row is already withdrawn.  PERMIT_ENOTFOUND when there is no row.
+ */
+int permit_contacts_txn_unsubscribe(permit_contacts_txn *t,
+                                    const char *list_id, const char *issuer,
+                                    const uint8_t subject[PERMIT_SUBJECT_LEN],
+                                    uint8_t record_id[PERMIT_RECORD_ID_LEN],
+                                    int *applied, permit_err *err);
+
+/*
+ * The entries of the issuer's log (the mirror) whose sealed contacts an
+ * erasure staged in |t| made void: the caller prunes them
+ * (permit_log_prune) in the same batch.  |*seqs| belongs to |t|.
+ */
+size_t permit_contacts_txn_prunes(const permit_contacts_txn *t,
+                                  const uint64_t **seqs);
+
 /* The number of changes staged so far. */
 uint64_t permit_contacts_txn_changes(const permit_contacts_txn *t);
 
@@ -155,6 +177,19 @@ typedef int (*permit_change_visit_fn)(void *arg,
 int permit_contacts_changes(permit_store *s, uint64_t after,
                             permit_change_visit_fn visit, void *arg,
                             permit_err *err);
+
+/*
+ * An "erased" change carries the contact as it was until it has been
+ * delivered once: this forgets it (the one-time key and the sealed copy)
+ * after a watcher was sent change |change|.  A synced write.
+ */
+int permit_contacts_farewell_forget(permit_store *s, uint64_t change,
+                                    permit_err *err);
+
+/* Forgets every farewell kept since before |before_ms| (nobody watched
+ * the feed in time); |*purged| counts them. */
+int permit_contacts_farewell_purge(permit_store *s, int64_t before_ms,
+                                   size_t *purged, permit_err *err);
 
 /* The last change number in |*head| (0: none yet). */
 int permit_contacts_head(permit_store *s, uint64_t *head, permit_err *err);

@@ -115,6 +115,30 @@ int permit_log_append_async(permit_log *log, const permit_iov *entries,
                             permit_log_done_fn done, void *done_arg,
                             permit_err *err);
 
+/*
+ * Pruning (protocol.md 9): a log keeps every leaf hash forever, so it
+ * stays verifiable, but the payload of an entry may be dropped (an
+ * erased buyer's sealed contact).  A pruned entry is stored, read, scanned
+ * and served as a marker of PERMIT_LOG_PRUNED_LEN bytes: 0x00 (which no
+ * SignedRecord starts with) and the leaf hash.  Appending a marker (a
+ * mirror receiving a pruned entry) adds that leaf hash to the tree.
+ */
+#define PERMIT_LOG_PRUNED_LEN (1 + PERMIT_HASH_LEN)
+
+/* True when |entry| is a pruned marker; its leaf hash into |leaf| (may be
+ * NULL). */
+int permit_log_pruned(const void *entry, size_t len, permit_hash leaf);
+
+/*
+ * Adds to |b| the write that replaces the payload of entry |seq| with its
+ * pruned marker (the caller writes |b|, synced, with what caused it).
+ * The leaf hash is read from the tree, or taken from |known| (not NULL)
+ * for an entry that is being appended in the same batch.
+ * PERMIT_ENOTFOUND past the durable size; PERMIT_EIO.
+ */
+int permit_log_prune(permit_log *log, uint64_t seq, const permit_hash known,
+                     permit_batch *b, permit_err *err);
+
 /* Reads entry |seq| (malloc'd copy, caller frees).  PERMIT_ENOTFOUND past
  * the end. */
 int permit_log_get(permit_log *log, uint64_t seq, uint8_t **entry,

@@ -177,4 +177,24 @@ int permit_node_catalog_get(permit_node *n, const char *venue,
 /* Frees the strings permit_node_define_list() put in |l|. */
 void permit_catalog_list_clear(Permit__V1__CatalogList *l);
 
+/*
+ * The text of notice |version| of |venue|'s list, as kept from every
+ * catalog fetched (malloc'd, NUL-terminated, caller frees).
+ * PERMIT_ENOTFOUND when that version was never seen.
+ */
+int permit_node_notice_text(permit_node *n, const char *venue,
+                            const char *list_id, uint32_t version,
+                            char **text, permit_err *err);
+
+/* True when a log flows between this node and |p| in some direction: one
+ * issues and the other is an audience (protocol.md 6: opt-ins one way,
+ * unsubscribes back the other). */
+int permit_node_exchanges(permit_node *n, const permit_peer *p);
+
+/* The secret that MACs consent-centre and unsubscribe links (a copy). */
+void permit_node_token_secret(permit_node *n, uint8_t out[32]);
+
+/* A new link secret, durably: every link made before stops working. */
+int permit_node_token_rotate(permit_node *n, permit_err *err);
+
 #endif

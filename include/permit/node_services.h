@@ -61,6 +61,18 @@ void permit_sync_peer_added(permit_sync *s, const char *peer);
 void permit_sync_state(permit_sync *s, const char *peer, char *out, size_t cap);
 void permit_sync_stop(permit_sync *s);
 
+/*
+ * Runs fn(arg, 0) soon on the sync thread, in submission order, or
+ * fn(arg, 1) when the sync stops first.  The sync thread is the single
+ * writer of the contacts and of the consent state, and the only appender
+ * of a venue's unsubscribes: jobs that change them run there.
+ * PERMIT_EINVAL once the sync is stopping (fn will not run),
+ * PERMIT_ENOMEM.
+ */
+typedef void (*permit_sync_job_fn)(void *arg, int cancelled);
+int permit_sync_submit(permit_sync *s, permit_sync_job_fn fn, void *arg);
+permit_node *permit_sync_node(permit_sync *s);
+
 /* ---- Venue (local API, audience role) ---- */
 
 typedef struct permit_venue permit_venue;
@@ -71,6 +83,15 @@ void permit_venue_free(permit_venue *v);
 #define PERMIT_VENUE_METHODS 4
 void permit_venue_methods(permit_venue *v,
                           permit_method out[PERMIT_VENUE_METHODS]);
+
+/* The sync that runs the venue's unsubscribes; set before serving. */
+void permit_venue_set_sync(permit_venue *v, permit_sync *sync);
+
+/* "/u/": the one-click unsubscribe links (RFC 8058) of exported
+ * contacts, for the public listener. */
+#define PERMIT_VENUE_ROUTES 1
+void permit_venue_routes(permit_venue *v,
+                         permit_web_route out[PERMIT_VENUE_ROUTES]);
 
 /* ---- Admin (local API) ---- */
 

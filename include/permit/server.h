@@ -74,6 +74,58 @@ typedef struct permit_http_route {
   void *arg;
 } permit_http_route;
 
+/*
+ * A web request (HTTP, not gRPC) on a listener's web routes: a page of
+ * the consent centre, a one-click unsubscribe.  Strings are "" when the
+ * header is absent and "\x01" when it was too long to keep; all are valid
+ * during the handler only.
+ */
+typedef struct permit_http_request {
+  const char *method;         /* "GET", "HEAD" or "POST" */
+  const char *path;           /* without the query */
+  const char *query;          /* after '?', "" when none */
+  const char *content_type;
+  const char *origin;         /* the Origin header */
+  const char *sec_fetch_site; /* the Sec-Fetch-Site header */
+  const char *authority;      /* :authority */
+  const uint8_t *body;        /* NULL when empty */
+  size_t body_len;
+} permit_http_request;
+
+/*
+ * A web route: requests whose path is |prefix| or starts with it.  The
+ * handler runs on the worker once the request (and its body, at most
+ * |max_body| bytes, else 413) is complete, and answers with
+ * permit_http_respond(), at once or later from the same worker (e.g.
+ * after a durable write elsewhere: post the answer back with
+ * event_base_once on permit_call_base()).  on_close runs exactly once
+ * when the exchange ends; after it the call must not be touched.
+ */
+typedef struct permit_web_route {
+  const char *prefix;
+  size_t max_body;
+  void (*handler)(permit_call *c, const permit_http_request *r);
+  void (*on_close)(permit_call *c, int cancelled); /* may be NULL */
+  void *arg; /* permit_call_method_arg() */
+} permit_web_route;
+
+typedef struct permit_http_header {
+  const char *name; /* lower case (HTTP/2) */
+  const char *value;
+} permit_http_header;
+
+/*
+ * Answers a web request with |status|, |content_type|, the |n| extra
+ * headers and a copy of the body (not sent for HEAD).  Later calls do
+ * nothing.  Worker thread only.
+ */
+void permit_http_respond(permit_call *c, int status, const char *content_type,
+                         const permit_http_header *hdrs, size_t n,
+                         const void *body, size_t len);
+
+/* True once the web request has been answered (or the call ended). */
+int permit_http_answered(const permit_call *c);
+
 typedef struct permit_listener_config {
   const char *name; /* "peer", "local": for logs and metrics */
   const char *host; /* address to bind, e.g. "127.0.0.1" */
@@ -87,6 +139,10 @@ typedef struct permit_listener_config {
   size_t nmethods;
   const permit_http_route *routes;
   size_t nroutes;
+  /* Web routes (GET, HEAD, POST of forms); tried before the gRPC methods
+   * for any request that is not application/grpc. */
+  const permit_web_route *web;
+  size_t nweb;
 } permit_listener_config;
 
 /* A server with |workers| threads (0: one per core). */

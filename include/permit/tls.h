@@ -102,4 +102,23 @@ int permit_tls_peer(SSL *ssl, uint8_t pub[32], char *name, size_t cap);
 int permit_tls_cert_key(const char *pem, size_t len, uint8_t pub[32],
                         permit_err *err);
 
+/*
+ * The public listener's context (the consent centre, one-click
+ * unsubscribes): TLS 1.2 or 1.3 with ECDHE and AEAD suites only, ALPN
+ * "h2" only, no client certificate; certificate chain and unencrypted
+ * private key from PEM files.  PERMIT_EINVAL (in |err|) names the file
+ * that cannot be used.  Caller frees with SSL_CTX_free().
+ */
+SSL_CTX *permit_tls_public_ctx(const char *cert_path, const char *key_path,
+                               permit_err *err);
+
+/*
+ * Writes a new self-signed ECDSA P-256 certificate for |name| (also
+ * valid for localhost and 127.0.0.1) and its key (mode 0600), for
+ * a public listener that has no certificate from a CA yet (browsers do
+ * not accept Ed25519 certificates).  Each file is replaced atomically.
+ */
+int permit_tls_public_cert_create(const char *name, const char *cert_path,
+                                  const char *key_path, permit_err *err);
+
 #endif

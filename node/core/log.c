@@ -203,7 +203,8 @@ static int commit_group(permit_log *log, pending *group,
     p->rc = 0;
     for (size_t i = 0; i < p->n && p->rc == 0; i++) {
       leaf_key(log, f->size, k);
-      permit_merkle_leaf_hash(p->entries[i].base, p->entries[i].len, leaf);
+      if (!permit_log_pruned(p->entries[i].base, p->entries[i].len, leaf))
+        permit_merkle_leaf_hash(p->entries[i].base, p->entries[i].len, leaf);
       permit_batch_put(log->batch, PERMIT_CF_LOG_LEAVES, k, sizeof k,
                        p->entries[i].base, p->entries[i].len);
       p->rc = permit_merkle_frontier_append(f, leaf, node_emit, log);
@@ -422,6 +423,32 @@ int permit_log_get(permit_log *log, uint64_t seq, uint8_t **entry,
                           "%s: entry %llu below the head is missing",
                           log->origin, (unsigned long long)seq);
   return rc;
+}
+
+int permit_log_pruned(const void *entry, size_t len, permit_hash leaf) {
+  const uint8_t *e = entry;
+  if (len != PERMIT_LOG_PRUNED_LEN || e[0] != 0) return 0;
+  if (leaf != NULL) memcpy(leaf, e + 1, PERMIT_HASH_LEN);
+  return 1;
+}
+
+int permit_log_prune(permit_log *log, uint64_t seq, const permit_hash known,
+                     permit_batch *b, permit_err *err) {
+  uint8_t k[LEAF_KEY_LEN], marker[PERMIT_LOG_PRUNED_LEN];
+  marker[0] = 0;
+  int rc = 0;
+  if (known != NULL)
+    memcpy(marker + 1, known, PERMIT_HASH_LEN);
+  else
+    rc = node_read(log, 0, seq, marker + 1);
+  if (rc != 0)
+    return permit_err_set(err, rc == PERMIT_ECORRUPT ? PERMIT_ENOTFOUND : rc,
+                          "%s has no leaf hash for entry %llu", log->origin,
+                          (unsigned long long)seq);
+  leaf_key(log, seq, k);
+  permit_batch_put(b, PERMIT_CF_LOG_LEAVES, k, sizeof k, marker,
+                   sizeof marker);
+  return 0;
 }
 
 typedef struct scan_state {

@@ -32,7 +32,8 @@ static void usage(FILE *to) {
       "(default ./permit-data/permit.conf).\n"
       "\n"
       "  init --name NAME --role issuer|audience|both --peer-addr HOST:PORT\n"
-      "       [--api-addr HOST:PORT] [--consent-url URL] [--data DIR]\n"
+      "       [--api-addr HOST:PORT] [--public-addr HOST:PORT]\n"
+      "       [--consent-url URL] [--data DIR]\n"
       "                          create a node: keys, certificate, config\n"
       "  keys                    show the node's key ids and public keys\n"
       "  card                    print this node's signed card (JSON)\n"
@@ -54,6 +55,11 @@ static void usage(FILE *to) {
       "  verify-proof FILE --issuer-card CARD.json\n"
       "                          check a proof file offline and say what it\n"
       "                          proves\n"
+      "  unsubscribe --email E --list L\n"
+      "                          (venue) withdraw that buyer here and tell\n"
+      "                          the issuer\n"
+      "  rotate-link-secret      (node stopped) void every consent and\n"
+      "                          unsubscribe link made so far\n"
       "  compact                 flush and compact the database of a\n"
       "                          stopped node\n"
       "  version                 show the version\n");
@@ -157,7 +163,7 @@ static int call(ctl_api *a, const char *path, const ProtobufCMessage *req,
 static int cmd_init(const args *a) {
   static const char *const known[] = {"--name", "--role", "--peer-addr",
                                       "--api-addr", "--consent-url", "--data",
-                                      NULL};
+                                      "--public-addr", NULL};
   if (check_opts(a, known, 0, "init") != 0) return 2;
   const char *name = opt(a, "--name"), *role = opt(a, "--role"),
              *peer = opt(a, "--peer-addr");
@@ -182,17 +188,30 @@ static int cmd_init(const args *a) {
   char errbuf[512];
   const char *api_addr = opt(a, "--api-addr");
   const char *url = opt(a, "--consent-url");
+  const char *pub = opt(a, "--public-addr");
   permit_config probe = c;
   if (permit_config_set_limit(&probe.lim, "max-streams", "1") != 0 ||
       strrchr(peer, ':') == NULL ||
-      (api_addr != NULL && strrchr(api_addr, ':') == NULL)) {
+      (api_addr != NULL && strrchr(api_addr, ':') == NULL) ||
+      (pub != NULL && strrchr(pub, ':') == NULL)) {
     fprintf(stderr, "permitctl init: addresses are HOST:PORT\n");
     return 2;
   }
   snprintf(c.peer_listen, sizeof c.peer_listen, "%s", peer);
   snprintf(c.peer_endpoint, sizeof c.peer_endpoint, "%s", peer);
   if (api_addr != NULL) snprintf(c.api_listen, sizeof c.api_listen, "%s", api_addr);
-  if (url != NULL) snprintf(c.consent_base, sizeof c.consent_base, "%s", url);
+  if (pub != NULL) {
+    snprintf(c.public_listen, sizeof c.public_listen, "%s", pub);
+    /* Links point at the listener unless told otherwise. */
+    snprintf(c.consent_base, sizeof c.consent_base, "https://%s", pub);
+  }
+  if (url != NULL) {
+    if (strncmp(url, "https://", 8) != 0) {
+      fprintf(stderr, "permitctl init: --consent-url must be https://\n");
+      return 2;
+    }
+    snprintf(c.consent_base, sizeof c.consent_base, "%s", url);
+  }
   const char *data = opt(a, "--data");
   if (data == NULL) data = "./permit-data";
   snprintf(c.data, sizeof c.data, "%s", data);
@@ -572,13 +591,13 @@ static void export_one(void *arg, const uint8_t *msg, size_t len) {
   if (e->record_id.len == 16) permit_hex_encode(e->record_id.data, 16, rid);
   snprintf(ver, sizeof ver, "%u", e->notice_version);
   if (x->jsonl) {
-    json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s}",
-                          "email", e->email, "given_name", e->given_name,
-                          "family_name", e->family_name, "locale", e->locale,
-                          "opt_in_time", when, "source", e->issuer,
-                          "notice_version", (int)e->notice_version,
-                          "record_id", rid, "list_id", e->list_id, "status",
-                          e->status);
+    json_t *j = json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:s, s:i, s:s, s:s, s:s, s:s}", "email",
+        e->email, "given_name", e->given_name, "family_name", e->family_name,
+        "locale", e->locale, "opt_in_time", when, "source", e->issuer,
+        "notice_version", (int)e->notice_version, "record_id", rid, "list_id",
+        e->list_id, "status", e->status, "unsubscribe_url",
+        e->unsubscribe_url);
     char *line = j ? json_dumps(j, JSON_COMPACT) : NULL;
     if (line != NULL) fprintf(x->out, "%s\n", line);
     free(line);
@@ -591,7 +610,8 @@ static void export_one(void *arg, const uint8_t *msg, size_t len) {
     csv_field(x->out, when, 0);
     csv_field(x->out, e->issuer, 0);
     csv_field(x->out, ver, 0);
-    csv_field(x->out, rid, 1);
+    csv_field(x->out, rid, 0);
+    csv_field(x->out, e->unsubscribe_url, 1);
   }
   x->count++;
   permit__v1__contact_entry__free_unpacked(e, NULL);
@@ -638,7 +658,7 @@ static int cmd_contacts(const args *a) {
   export_ctx x = {out, strcmp(format, "jsonl") == 0, 0, 0};
   if (!x.jsonl)
     fputs("Email Address,First Name,Last Name,Language,Opt-in Time,Source,"
-          "Notice Version,Record Id\r\n", out);
+          "Notice Version,Record Id,Unsubscribe URL\r\n", out);
   Permit__V1__ListContactsRequest req = PERMIT__V1__LIST_CONTACTS_REQUEST__INIT;
   req.list_id = (char *)list;
   size_t n = permit__v1__list_contacts_request__get_packed_size(&req);
@@ -667,6 +687,78 @@ static int cmd_contacts(const args *a) {
             file);
   ctl_api_close(&api);
   return ok ? 0 : 1;
+}
+
+static int cmd_unsubscribe(const args *a) {
+  static const char *const known[] = {"--data", "--config", "--email",
+                                      "--list", NULL};
+  if (check_opts(a, known, 0, "unsubscribe") != 0) return 2;
+  Permit__V1__UnsubscribeRequest req = PERMIT__V1__UNSUBSCRIBE_REQUEST__INIT;
+  req.email = (char *)opt(a, "--email");
+  req.list_id = (char *)opt(a, "--list");
+  if (req.email == NULL || req.list_id == NULL) {
+    fprintf(stderr, "permitctl unsubscribe: --email and --list are "
+                    "required\n");
+    return 2;
+  }
+  permit_config c;
+  ctl_api api;
+  if (load_config(a, &c) != 0 || ctl_api_open(&c, &api, "") != 0) return 1;
+  uint8_t *resp = NULL;
+  size_t rl;
+  int rc = 1;
+  if (call(&api, "/permit.v1.Venue/Unsubscribe", &req.base, &resp, &rl) ==
+      0) {
+    Permit__V1__UnsubscribeResponse *r =
+        permit__v1__unsubscribe_response__unpack(NULL, rl, resp);
+    if (r != NULL) {
+      if (r->withdrawn > 0)
+        printf("unsubscribed from %s: %d opt-in%s withdrawn; the issuer%s "
+               "told\n",
+               req.list_id, r->withdrawn, r->withdrawn == 1 ? "" : "s",
+               r->withdrawn == 1 ? " is" : "s are");
+      else
+        printf("no active contact with that address on %s: nothing to do\n",
+               req.list_id);
+      permit__v1__unsubscribe_response__free_unpacked(r, NULL);
+      rc = 0;
+    }
+  }
+  free(resp);
+  ctl_api_close(&api);
+  return rc;
+}
+
+/* Offline: the node must be stopped (its lock is taken). */
+static int cmd_rotate_link_secret(const args *a) {
+  static const char *const known[] = {"--data", "--config", NULL};
+  if (check_opts(a, known, 0, "rotate-link-secret") != 0) return 2;
+  permit_config c;
+  if (load_config(a, &c) != 0) return 1;
+  int lock = -1;
+  permit_err err;
+  permit_store *s = NULL;
+  char path[4200];
+  uint8_t fresh[32];
+  snprintf(path, sizeof path, "%s/db", c.data);
+  int rc = permit_identity_lock(c.data, &lock, &err);
+  if (rc == 0) rc = permit_store_open(path, &s, &err);
+  if (rc == 0 && permit_random(fresh, sizeof fresh) != 0)
+    rc = permit_err_set(&err, PERMIT_ECRYPTO, "no randomness");
+  if (rc == 0)
+    rc = permit_store_put(s, PERMIT_CF_DEFAULT, "node/token-secret", 17,
+                          fresh, sizeof fresh, &err);
+  permit_wipe(fresh, sizeof fresh);
+  permit_store_close(s);
+  if (lock >= 0) permit_identity_unlock(lock);
+  if (rc != 0) {
+    fprintf(stderr, "permitctl rotate-link-secret: %s%s\n", err.msg,
+            err.code == PERMIT_EEXIST ? " (stop the node first)" : "");
+    return 1;
+  }
+  printf("new link secret in %s: every consent and unsubscribe link made "
+         "before is void\n", path);
+  return 0;
 }
 
 static int cmd_compact(const args *a) {
@@ -710,6 +802,9 @@ int main(int argc, char **argv) {
   else if (strcmp(cmd, "optin") == 0) rc = cmd_optin(&a);
   else if (strcmp(cmd, "contacts") == 0) rc = cmd_contacts(&a);
   else if (strcmp(cmd, "compact") == 0) rc = cmd_compact(&a);
+  else if (strcmp(cmd, "unsubscribe") == 0) rc = cmd_unsubscribe(&a);
+  else if (strcmp(cmd, "rotate-link-secret") == 0)
+    rc = cmd_rotate_link_secret(&a);
   else if (strcmp(cmd, "proof") == 0) rc = permitctl_proof(a.argc, a.argv);
   else if (strcmp(cmd, "verify-proof") == 0)
     rc = permitctl_verify_proof(a.argc, a.argv);

@@ -134,6 +134,22 @@ static int on_key(void *arg, const char *sec, const char *key,
                "api.token must be empty or 16 to 255 characters");
       return 0;
     }
+  } else if (IS("public", "listen")) {
+    if ((v[0] != '\0' && !is_hostport(v)) ||
+        !set_str(c->public_listen, sizeof c->public_listen, v)) {
+      snprintf(lc->why, sizeof lc->why,
+               "public.listen wants HOST:PORT (or nothing: no listener)");
+      return 0;
+    }
+  } else if (IS("public", "cert") || IS("public", "key")) {
+    char *dst = IS("public", "cert") ? c->public_cert : c->public_key;
+    int ok = v[0] == '/' ? set_str(dst, 4096, v)
+                         : snprintf(dst, 4096, "%s/%s", lc->dir, v) < 4096;
+    if (!ok || v[0] == '\0') {
+      snprintf(lc->why, sizeof lc->why, "public.%s is empty or too long",
+               key);
+      return 0;
+    }
   } else if (IS("consent", "base_url")) {
     if (!set_str(c->consent_base, sizeof c->consent_base, v) ||
         strncmp(v, "https://", 8) != 0) {
@@ -216,9 +232,21 @@ int permit_config_write(const char *path, const permit_config *c, char *err,
       "# When set (16+ characters), required as \"authorization: Bearer\".\n"
       "token = %s\n"
       "\n"
+      "[public]\n"
+      "# The public HTTPS listener (HTTP/2): the buyers' consent centre on\n"
+      "# an issuer, one-click unsubscribe links (RFC 8058) on an audience.\n"
+      "# Empty: none.\n"
+      "listen = %s\n"
+      "# Its certificate chain and key (PEM), relative to this folder.\n"
+      "# When both are missing at start, a self-signed P-256 pair is made\n"
+      "# (fine on 127.0.0.1; use a CA's for buyers on the internet).\n"
+      "cert = public.crt\n"
+      "key = public.key\n"
+      "\n"
       "[consent]\n"
-      "# Where buyers manage their consent; links in confirmation emails\n"
-      "# start with this.\n"
+      "# The public listener's address as buyers reach it: consent links\n"
+      "# (<base_url>/c/...) and unsubscribe links (<base_url>/u/...) start\n"
+      "# with it, and form posts must come from its origin.\n"
       "base_url = %s\n"
       "\n"
       "[limits]\n"
@@ -236,8 +264,8 @@ int permit_config_write(const char *path, const permit_config *c, char *err,
       "idle-timeout-ms = %d\n",
       c->name, permit_config_roles_name(c->roles), c->peer_listen,
       c->peer_endpoint[0] ? c->peer_endpoint : c->peer_listen, c->api_listen,
-      c->api_tls ? "true" : "false", c->api_token,
-      c->consent_base[0] ? c->consent_base : "https://127.0.0.1/consent",
+      c->api_tls ? "true" : "false", c->api_token, c->public_listen,
+      c->consent_base[0] ? c->consent_base : "https://127.0.0.1",
       c->lim.max_message, c->lim.max_concurrent_streams,
       c->lim.max_header_list, c->lim.max_connections,
       c->lim.handshake_timeout_ms, c->lim.idle_timeout_ms);

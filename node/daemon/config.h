@@ -17,6 +17,9 @@ typedef struct permit_config {
   int api_tls;
   char api_token[256];
   char consent_base[512];
+  char public_listen[300]; /* host:port; "" = no public listener */
+  char public_cert[4096];  /* PEM chain; relative to the file's folder */
+  char public_key[4096];   /* PEM key, unencrypted */
   permit_server_limits lim;
 } permit_config;
 

@@ -17,6 +17,7 @@
 #include <sys/stat.h>
 
 #include "config.h"
+#include "permit/consent.h"
 #include "permit/crypto.h"
 #include "permit/logging.h"
 #include "permit/node.h"
@@ -276,7 +277,9 @@ int main(int argc, char **argv) {
   int rc = 1;
   permit_err err = {0};
   permit_node *node = NULL;
-  SSL_CTX *peer_tls = NULL, *api_tls = NULL, *client_tls = NULL;
+  SSL_CTX *peer_tls = NULL, *api_tls = NULL, *client_tls = NULL,
+          *public_tls = NULL;
+  permit_consent *consent = NULL;
   permit_server *srv = NULL;
   permit_health *health = NULL;
   permit_reflection *refl = NULL;
@@ -328,6 +331,36 @@ int main(int argc, char **argv) {
     permit_logf(PERMIT_LEVEL_ERROR, "tls.ctx_failed", "%s", err.msg);
     goto out;
   }
+  if (cfg->public_listen[0] != '\0') {
+    char cert[4200], keyf[4200];
+    if (cfg->public_cert[0])
+      snprintf(cert, sizeof cert, "%s", cfg->public_cert);
+    else
+      snprintf(cert, sizeof cert, "%s/public.crt", cfg->data);
+    if (cfg->public_key[0])
+      snprintf(keyf, sizeof keyf, "%s", cfg->public_key);
+    else
+      snprintf(keyf, sizeof keyf, "%s/public.key", cfg->data);
+    struct stat cs, ks;
+    if (stat(cert, &cs) != 0 && stat(keyf, &ks) != 0) {
+      /* First start: a self-signed pair, as the config file says. */
+      if (permit_tls_public_cert_create(cfg->name, cert, keyf, &err) != 0) {
+        permit_logf(PERMIT_LEVEL_ERROR, "tls.public_cert_failed", "%s",
+                    err.msg);
+        goto out;
+      }
+      permit_logf(PERMIT_LEVEL_WARN, "tls.public_cert_created",
+                  "made a self-signed certificate %s for the public "
+                  "listener: browsers will warn until it is replaced by "
+                  "a CA's",
+                  cert);
+    }
+    public_tls = permit_tls_public_ctx(cert, keyf, &err);
+    if (public_tls == NULL) {
+      permit_logf(PERMIT_LEVEL_ERROR, "tls.ctx_failed", "%s", err.msg);
+      goto out;
+    }
+  }
 
   srv = permit_server_new(o.workers, &cfg->lim, &err);
   if (srv == NULL) {
@@ -338,9 +371,10 @@ int main(int argc, char **argv) {
   static const char *const services[] = {
       "grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection",
       "grpc.reflection.v1alpha.ServerReflection", "permit.v1.Peer",
-      "permit.v1.Checkout", "permit.v1.Venue", "permit.v1.Admin"};
+      "permit.v1.Checkout", "permit.v1.Venue", "permit.v1.Admin",
+      "permit.v1.Buyer"};
   refl = permit_reflection_new(permit_descriptor_set,
-                               permit_descriptor_set_len, services, 7, &err);
+                               permit_descriptor_set_len, services, 8, &err);
   peer_svc = refl ? permit_peer_service_new(node, srv, &err) : NULL;
   if (peer_svc != NULL && (cfg->roles & PERMIT_ROLE_ISSUER))
     checkout = permit_checkout_new(node, &err);
@@ -354,7 +388,11 @@ int main(int argc, char **argv) {
   }
   sync = permit_sync_start(node, client_tls, &err);
   admin = sync ? permit_admin_new(node, sync, &err) : NULL;
-  if (sync == NULL || admin == NULL) {
+  if (admin != NULL && (cfg->roles & PERMIT_ROLE_ISSUER))
+    consent = permit_consent_new(node, sync, &err);
+  if (venue != NULL && sync != NULL) permit_venue_set_sync(venue, sync);
+  if (sync == NULL || admin == NULL ||
+      ((cfg->roles & PERMIT_ROLE_ISSUER) && consent == NULL)) {
     permit_logf(PERMIT_LEVEL_ERROR, "sync.failed", "%s", err.msg);
     goto out;
   }
@@ -379,7 +417,23 @@ int main(int argc, char **argv) {
   }
   permit_admin_methods(admin, api_methods + na);
   na += PERMIT_ADMIN_METHODS;
+  if (consent != NULL) {
+    permit_consent_methods(consent, api_methods + na);
+    na += PERMIT_BUYER_METHODS;
+  }
   permit_http_route routes[] = {{"/metrics", metrics_route, srv}};
+  /* The public listener: web pages only, no gRPC. */
+  permit_web_route web[4];
+  size_t nweb = 0;
+  permit_web_static_route(&web[nweb++]);
+  if (consent != NULL) {
+    permit_consent_routes(consent, web + nweb);
+    nweb += PERMIT_CONSENT_ROUTES;
+  }
+  if (venue != NULL) {
+    permit_venue_routes(venue, web + nweb);
+    nweb += PERMIT_VENUE_ROUTES;
+  }
 
   char peer_host[300], api_host[300];
   int peer_port, api_port;
@@ -401,8 +455,21 @@ int main(int argc, char **argv) {
                                 .nmethods = na,
                                 .routes = routes,
                                 .nroutes = 1};
+  char public_host[300] = "";
+  int public_port = 0;
+  if (public_tls != NULL)
+    split_hostport(cfg->public_listen, public_host, sizeof public_host,
+                   &public_port);
+  permit_listener_config pub = {.name = "public",
+                                .host = public_host,
+                                .port = public_port,
+                                .tls = public_tls,
+                                .web = web,
+                                .nweb = nweb};
   if (permit_server_listen(srv, &peer, &peer_port, &err) != 0 ||
       permit_server_listen(srv, &api, &api_port, &err) != 0 ||
+      (public_tls != NULL &&
+       permit_server_listen(srv, &pub, &public_port, &err) != 0) ||
       permit_server_start(srv, &err) != 0) {
     permit_logf(PERMIT_LEVEL_ERROR, "server.failed", "%s", err.msg);
     goto out;
@@ -416,9 +483,16 @@ int main(int argc, char **argv) {
               "local API listener on %s:%d (%s%s)", api_host, api_port,
               cfg->api_tls ? "TLS" : "h2c",
               cfg->api_token[0] ? ", bearer token" : "");
-  char ports[128];
-  snprintf(ports, sizeof ports, "{\"peer\": %d, \"api\": %d}\n", peer_port,
-           api_port);
+  if (public_tls != NULL)
+    permit_logf(PERMIT_LEVEL_INFO, "listener.ready",
+                "public listener on %s:%d (HTTPS, HTTP/2): %s%s", public_host,
+                public_port,
+                consent != NULL ? "consent centre /c/, " : "",
+                venue != NULL ? "unsubscribe links /u/" : "");
+  char ports[160];
+  snprintf(ports, sizeof ports,
+           "{\"peer\": %d, \"api\": %d, \"public\": %d}\n", peer_port,
+           api_port, public_tls != NULL ? public_port : 0);
   snprintf(path, sizeof path, "%s/ports.json", cfg->data);
   write_file(path, ports, 0644);
   permit_logf(PERMIT_LEVEL_INFO, "node.ready",
@@ -438,6 +512,7 @@ out:
   if (srv != NULL) permit_server_stop(srv);
   permit_server_free(srv);
   permit_admin_free(admin);
+  permit_consent_free(consent);
   permit_venue_free(venue);
   permit_checkout_free(checkout);
   permit_peer_service_free(peer_svc);
@@ -446,6 +521,7 @@ out:
   if (peer_tls != NULL) SSL_CTX_free(peer_tls);
   if (api_tls != NULL) SSL_CTX_free(api_tls);
   if (client_tls != NULL) SSL_CTX_free(client_tls);
+  if (public_tls != NULL) SSL_CTX_free(public_tls);
   permit_node_close(node);
   permit_crypto_cleanup();
   if (rc == 0) permit_logf(PERMIT_LEVEL_INFO, "node.stopped", "stopped cleanly");

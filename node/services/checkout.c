@@ -11,10 +11,9 @@
  * entry it writes (keys and values binary):
  *
  *   idempotency  HMAC(secret, "order\n" order_ref "\n" venue "\n" list_id)
- *                -> record_id (16) || seq (8, BE)
- *   records      "rec/" hex(record_id) -> seq (8, BE) || venue name
- *   indexes      "buyer/" HMAC(secret, "buyer\n" email) "/" venue "/"
- *                list_id -> record_id (16) (the newest opt-in)
+ *                -> record_id (16) || seq (8, BE) || state (1)
+ *   and the buyer's consent rows (permit/consent.h): "bopt/", "buyer/"
+ *   and "rec/", keyed by HMAC(secret, "buyer\n" email), never the email.
  *
  * No plaintext email or name is stored, logged or put in an error
  * message (those are logged too): the contact exists only inside the
@@ -41,6 +40,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "permit/consent.h"
 #include "permit/hpke.h"
 #include "permit/logging.h"
 #include "permit/node_services.h"
@@ -55,9 +55,7 @@
 #define CONSENT_LINK_DAYS 365
 #define FLIGHT_BUCKETS 256
 #define OPT_IN_METHOD "checkout-checkbox"
-/* base64url of 32 + 8 + 16 bytes, unpadded. */
-#define TOKEN_LEN 75
-#define LINK_MAX (512 + 4 + TOKEN_LEN + 1)
+#define LINK_MAX PERMIT_LINK_MAX
 /* Messages quote node names and list ids: room for the longest. */
 #define WHY_LEN 1024
 
@@ -94,6 +92,11 @@ typedef struct op {
   uint8_t buyer[PERMIT_SHA256_LEN];
   char venue[PERMIT_NAME_MAX + 1];
   char list_id[PERMIT_LIST_ID_MAX + 1];
+  /* for the consent row */
+  uint8_t subject[PERMIT_SUBJECT_LEN];
+  uint8_t notice_sha[32];
+  uint32_t notice_version;
+  int64_t collected_at_ms;
 } op;
 
 /* The requests for one idempotency key while its first is in flight. */
@@ -323,59 +326,6 @@ static int secret_mac(permit_checkout *co, const char *const *parts,
   return rc;
 }
 
-static void base64url(const uint8_t *in, size_t len, char *out) {
-  static const char abc[] =
-      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-  size_t o = 0, i = 0;
-  for (; i + 3 <= len; i += 3) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8 | in[i + 2];
-    out[o++] = abc[v >> 18];
-    out[o++] = abc[(v >> 12) & 63];
-    out[o++] = abc[(v >> 6) & 63];
-    out[o++] = abc[v & 63];
-  }
-  if (len - i == 1) {
-    uint32_t v = (uint32_t)in[i] << 16;
-    out[o++] = abc[v >> 18];
-    out[o++] = abc[(v >> 12) & 63];
-  } else if (len - i == 2) {
-    uint32_t v = (uint32_t)in[i] << 16 | (uint32_t)in[i + 1] << 8;
-    out[o++] = abc[v >> 18];
-    out[o++] = abc[(v >> 12) & 63];
-    out[o++] = abc[(v >> 6) & 63];
-  }
-  out[o] = '\0';
-}
-
-/*
- * The consent-centre link: <base>/c/<token>, token = base64url(buyer key
- * (32) || expiry ms (8, BE) || first 16 bytes of HMAC(secret, "manage\n"
- * || those 40 bytes)).  The buyer key is already a MAC of the address, so
- * the link reveals nothing of it.
- */
-static int consent_link(permit_checkout *co, const uint8_t buyer[32],
-                        char *out, size_t cap) {
-  uint8_t tok[56], mac[PERMIT_SHA256_LEN], in[7 + 40];
-  memcpy(tok, buyer, 32);
-  permit_put_u64be(tok + 32, (uint64_t)(permit_now_ms() +
-                                        (int64_t)CONSENT_LINK_DAYS * 86400000));
-  memcpy(in, "manage\n", 7);
-  memcpy(in + 7, tok, 40);
-  int rc = permit_hmac_sha256(permit_node_secret(co->n), 32, in, sizeof in,
-                              mac);
-  if (rc != 0) return rc;
-  memcpy(tok + 40, mac, 16);
-  char token[TOKEN_LEN + 1];
-  base64url(tok, sizeof tok, token);
-  const char *base = permit_node_consent_base(co->n);
-  size_t bl = strlen(base);
-  while (bl > 0 && base[bl - 1] == '/') bl--;
-  int n = bl > 0 ? snprintf(out, cap, "%.*s/c/%s", (int)bl, base, token)
-                 : snprintf(out, cap, "https://%s/consent/c/%s",
-                            permit_node_name(co->n), token);
-  return n > 0 && (size_t)n < cap ? 0 : PERMIT_ETOOBIG;
-}
-
 /* ---- catalogs ---- */
 
 /*
@@ -576,30 +526,25 @@ static void flight_resolve(permit_checkout *co, flight *f, int status,
 /* permit_log_extra_fn: the indexes, in the entry's batch (commit thread). */
 static int optin_extra(void *arg, uint64_t seq, permit_batch *b) {
   op *o = arg;
-  uint8_t v[PERMIT_RECORD_ID_LEN + 8 + PERMIT_NAME_MAX];
+  uint8_t v[PERMIT_RECORD_ID_LEN + 8 + 1];
   memcpy(v, o->record_id, PERMIT_RECORD_ID_LEN);
   permit_put_u64be(v + PERMIT_RECORD_ID_LEN, seq);
+  v[PERMIT_RECORD_ID_LEN + 8] = PERMIT_IDEM_ACTIVE;
   permit_batch_put(b, PERMIT_CF_IDEMPOTENCY, o->idem_key, sizeof o->idem_key,
-                   v, PERMIT_RECORD_ID_LEN + 8);
-
-  char key[6 + 32 + 1 + PERMIT_NAME_MAX + 1 + PERMIT_LIST_ID_MAX + 1];
-  memcpy(key, "rec/", 4);
-  permit_hex_encode(o->record_id, PERMIT_RECORD_ID_LEN, key + 4);
-  size_t vl = strlen(o->venue);
-  permit_put_u64be(v, seq);
-  memcpy(v + 8, o->venue, vl);
-  permit_batch_put(b, PERMIT_CF_RECORDS, key, 4 + 2 * PERMIT_RECORD_ID_LEN, v,
-                   8 + vl);
-
-  size_t kl = 0;
-  memcpy(key, "buyer/", 6);
-  kl = 6;
-  memcpy(key + kl, o->buyer, sizeof o->buyer);
-  kl += sizeof o->buyer;
-  kl += (size_t)snprintf(key + kl, sizeof key - kl, "/%s/%s", o->venue,
-                         o->list_id);
-  permit_batch_put(b, PERMIT_CF_INDEXES, key, kl, o->record_id,
-                   PERMIT_RECORD_ID_LEN);
+                   v, sizeof v);
+  Permit__Internal__ConsentEntry e = PERMIT__INTERNAL__CONSENT_ENTRY__INIT;
+  e.venue = o->venue;
+  e.list_id = o->list_id;
+  e.collected_at_ms = o->collected_at_ms;
+  e.notice_version = o->notice_version;
+  e.notice_sha256.data = o->notice_sha;
+  e.notice_sha256.len = sizeof o->notice_sha;
+  e.state = "active";
+  e.subject.data = o->subject;
+  e.subject.len = sizeof o->subject;
+  e.idem_key.data = o->idem_key;
+  e.idem_key.len = sizeof o->idem_key;
+  permit_consent_stage_optin(b, o->buyer, o->record_id, seq, &e);
   return 0;
 }
 
@@ -680,6 +625,10 @@ static int build_record(permit_checkout *co, op *o,
   ev.user_agent = req->user_agent;
   ev.ip_prefix = req->ip_prefix;
   int64_t now = permit_now_ms();
+  memcpy(o->subject, subject, sizeof o->subject);
+  memcpy(o->notice_sha, sha, sizeof o->notice_sha);
+  o->notice_version = version;
+  o->collected_at_ms = now;
   Permit__V1__OptIn oi = PERMIT__V1__OPT_IN__INIT;
   oi.notice_version = version;
   oi.notice_sha256.data = (uint8_t *)sha;
@@ -723,13 +672,31 @@ static void optin_claimed(permit_checkout *co, op *o, flight *f,
                           const char *email) {
   char why[WHY_LEN];
   permit_err err = {0};
-  uint8_t v[PERMIT_RECORD_ID_LEN + 8];
-  int rc = permit_store_get_fixed(permit_node_store(co->n),
-                                  PERMIT_CF_IDEMPOTENCY, o->idem_key,
-                                  sizeof o->idem_key, v, sizeof v, &err);
+  uint8_t *v = NULL;
+  size_t vl = 0;
+  int rc = permit_store_get(permit_node_store(co->n), PERMIT_CF_IDEMPOTENCY,
+                            o->idem_key, sizeof o->idem_key, &v, &vl, &err);
+  if (rc == 0 && vl != PERMIT_RECORD_ID_LEN + 8 + 1) {
+    free(v);
+    rc = PERMIT_ECORRUPT;
+    permit_err_set(&err, rc, "an idempotency row has %zu bytes", vl);
+  }
   if (rc == 0) {
-    flight_resolve(co, f, PERMIT_GRPC_OK, NULL, 0, v,
-                   permit_get_u64be(v + PERMIT_RECORD_ID_LEN));
+    int state = v[PERMIT_RECORD_ID_LEN + 8];
+    if (state == PERMIT_IDEM_ACTIVE)
+      flight_resolve(co, f, PERMIT_GRPC_OK, NULL, 0, v,
+                     permit_get_u64be(v + PERMIT_RECORD_ID_LEN));
+    else
+      /* The same order again must not bring back what the buyer took
+       * back: a new opt-in comes with a new order. */
+      flight_resolve(co, f, PERMIT_GRPC_FAILED_PRECONDITION,
+                     state == PERMIT_IDEM_ERASED
+                         ? "this order's opt-in was erased at the buyer's "
+                           "request; it is not recorded again"
+                         : "this order's opt-in was withdrawn; a new opt-in "
+                           "needs a new order",
+                     0, NULL, 0);
+    free(v);
     return;
   }
   if (rc != PERMIT_ENOTFOUND) {
@@ -800,7 +767,7 @@ static int optin_begin(permit_checkout *co, op *o,
   const char *buyer_parts[] = {"buyer", email};
   if (secret_mac(co, idem_parts, 4, o->idem_key) != 0 ||
       secret_mac(co, buyer_parts, 2, o->buyer) != 0 ||
-      consent_link(co, o->buyer, o->link, sizeof o->link) != 0) {
+      permit_consent_link(co->n, o->buyer, o->link, sizeof o->link) != 0) {
     snprintf(why, cap, "cannot derive the order's keys");
     status = PERMIT_GRPC_INTERNAL;
     goto out;

@@ -213,6 +213,8 @@ struct permit_contacts_txn {
   uint64_t changes; /* staged changes */
   staged *ops;
   size_t n, cap;
+  uint64_t *prunes; /* entries of the issuer's log to prune */
+  size_t nprunes, prune_cap;
 };
 
 int permit_contacts_txn_new(permit_store *s, permit_contacts_txn **out,
@@ -238,7 +240,28 @@ void permit_contacts_txn_free(permit_contacts_txn *t) {
     free(t->ops[i].val);
   }
   free(t->ops);
+  free(t->prunes);
   free(t);
+}
+
+size_t permit_contacts_txn_prunes(const permit_contacts_txn *t,
+                                  const uint64_t **seqs) {
+  *seqs = t->prunes;
+  return t->nprunes;
+}
+
+static int prune_add(permit_contacts_txn *t, uint64_t seq) {
+  for (size_t i = 0; i < t->nprunes; i++)
+    if (t->prunes[i] == seq) return 0;
+  if (t->nprunes == t->prune_cap) {
+    size_t cap = t->prune_cap ? t->prune_cap * 2 : 8;
+    uint64_t *g = realloc(t->prunes, cap * sizeof *g);
+    if (g == NULL) return PERMIT_ENOMEM;
+    t->prunes = g;
+    t->prune_cap = cap;
+  }
+  t->prunes[t->nprunes++] = seq;
+  return 0;
 }
 
 uint64_t permit_contacts_txn_changes(const permit_contacts_txn *t) {
@@ -332,12 +355,17 @@ static int stage_msg(permit_contacts_txn *t, const uint8_t *key, size_t klen,
   return rc == 0 ? 0 : permit_err_set(err, rc, "out of memory");
 }
 
-/* Adds a change to the feed; the row's key names the contact. */
-static int feed_add(permit_contacts_txn *t, const char *kind,
-                    const uint8_t *rk, size_t rkl,
-                    const ProtobufCBinaryData *record_id, const char *issuer,
-                    const char *list_id, uint64_t seq, permit_err *err) {
+/* Adds a change to the feed; the row's key names the contact.  An
+ * "erased" change may carry the contact sealed for its one delivery. */
+static int feed_add_farewell(permit_contacts_txn *t, const char *kind,
+                             const uint8_t *rk, size_t rkl,
+                             const ProtobufCBinaryData *record_id,
+                             const char *issuer, const char *list_id,
+                             uint64_t seq, const uint8_t *farewell,
+                             size_t fl, permit_err *err) {
   feed_entry f = PERMIT__INTERNAL__CONTACT_FEED_ENTRY__INIT;
+  f.farewell.data = (uint8_t *)farewell;
+  f.farewell.len = fl;
   f.kind = (char *)kind;
   f.contact_key.data = (uint8_t *)rk;
   f.contact_key.len = rkl;
@@ -354,6 +382,14 @@ static int feed_add(permit_contacts_txn *t, const char *kind,
     t->changes++;
   }
   return rc;
+}
+
+static int feed_add(permit_contacts_txn *t, const char *kind,
+                    const uint8_t *rk, size_t rkl,
+                    const ProtobufCBinaryData *record_id, const char *issuer,
+                    const char *list_id, uint64_t seq, permit_err *err) {
+  return feed_add_farewell(t, kind, rk, rkl, record_id, issuer, list_id, seq,
+                           NULL, 0, err);
 }
 
 /* The row of |rec|'s subject and list, decoded; PERMIT_ENOTFOUND if none. */
@@ -425,6 +461,15 @@ int permit_contacts_txn_opt_in(permit_contacts_txn *t,
   free(sealed);
   if (rc == 0 && stage(t, ik, ikl, NULL, 0, 0) != 0)
     rc = permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  /* Where the sealed copy of this contact sits in the mirror log, so that
+   * an erasure can prune it there too. */
+  uint8_t ok_[SKEY_KEY_MAX + 8];
+  size_t okl = subject_key_name('o', rec->issuer, rec->subject.data, ok_);
+  if (rc == 0 && okl > 0) {
+    permit_put_u64be(ok_ + okl, seq);
+    if (stage(t, ok_, okl + 8, (const uint8_t *)rec->list_id, ll, 0) != 0)
+      rc = permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  }
   if (rc == 0)
     rc = feed_add(t, "subscribed", rk, rkl, &rec->record_id, rec->issuer,
                   rec->list_id, seq, err);
@@ -536,6 +581,107 @@ static int subject_lists(permit_contacts_txn *t, const uint8_t *prefix,
   return rc;
 }
 
+typedef struct copies_ctx {
+  index_set *is;
+  const char *list_id;
+} copies_ctx;
+
+static int copies_collect(void *arg, const uint8_t *k, size_t kl,
+                          const uint8_t *v, size_t vl) {
+  copies_ctx *cc = arg;
+  size_t ll = strlen(cc->list_id);
+  if (vl != ll || memcmp(v, cc->list_id, ll) != 0) return 0;
+  return index_set_add(cc->is, k, kl);
+}
+
+/*
+ * The mirror entries that hold sealed copies of |subject|'s contact on
+ * |list_id| (the opt-ins' "o/" index rows, stored and staged): each is
+ * marked for pruning and its index row deleted.
+ */
+static int erase_copies(permit_contacts_txn *t, const char *issuer,
+                        const uint8_t *subject, const char *list_id,
+                        permit_err *err) {
+  uint8_t prefix[SKEY_KEY_MAX];
+  size_t pl = subject_key_name('o', issuer, subject, prefix);
+  if (pl == 0) return permit_err_set(err, PERMIT_EINVAL, "issuer too long");
+  index_set is = {0};
+  copies_ctx cc = {&is, list_id};
+  int rc = permit_store_scan(t->s, PERMIT_CF_CONTACTS, prefix, pl, NULL, 0,
+                             copies_collect, &cc, err);
+  size_t ll = strlen(list_id);
+  for (size_t i = 0; rc == 0 && i < t->n; i++) {
+    staged *op = &t->ops[i];
+    if (op->klen != pl + 8 || memcmp(op->key, prefix, pl) != 0) continue;
+    int at = index_set_find(&is, op->key, op->klen);
+    if (op->del) {
+      if (at >= 0) {
+        free(is.keys[at]);
+        is.keys[at] = is.keys[is.n - 1];
+        is.lens[at] = is.lens[is.n - 1];
+        is.n--;
+      }
+    } else if (op->vlen == ll && memcmp(op->val, list_id, ll) == 0) {
+      rc = index_set_add(&is, op->key, op->klen);
+    }
+  }
+  for (size_t i = 0; rc == 0 && i < is.n; i++) {
+    if (is.lens[i] != pl + 8) continue;
+    if (prune_add(t, permit_get_u64be(is.keys[i] + pl)) != 0 ||
+        stage(t, is.keys[i], is.lens[i], NULL, 0, 1) != 0)
+      rc = PERMIT_ENOMEM;
+  }
+  if (rc == PERMIT_ENOMEM) permit_err_set(err, rc, "out of memory");
+  index_set_free(&is);
+  return rc;
+}
+
+static void log_damaged(const uint8_t *k, size_t kl, int rc);
+
+#define FAREWELL_KEY_LEN (3 + 8)
+
+static void farewell_key(uint64_t change, uint8_t out[FAREWELL_KEY_LEN]) {
+  memcpy(out, "fk/", 3);
+  permit_put_u64be(out + 3, change);
+}
+
+/*
+ * The contact of row |sc| sealed under a fresh one-time key, staged at
+ * "fk/" || BE64(change) with the time; |*out| malloc'd.  Nothing (|*out|
+ * NULL) when the row does not open.
+ */
+static int farewell_seal(permit_contacts_txn *t, const stored_contact *sc,
+                         const uint8_t *rk, size_t rkl, uint64_t change,
+                         uint8_t **out, size_t *outlen, permit_err *err) {
+  *out = NULL;
+  *outlen = 0;
+  uint8_t key[SUBJECT_KEY_LEN], fk[FAREWELL_KEY_LEN], kv[8 + SUBJECT_KEY_LEN];
+  int rc = subject_key(t, sc->issuer, sc->subject.data, 0, key, err);
+  if (rc == PERMIT_ENOTFOUND) return 0;
+  if (rc != 0) return rc;
+  Permit__V1__Contact *c = NULL;
+  rc = open_contact(key, rk, rkl, &sc->sealed, &c);
+  permit_wipe(key, sizeof key);
+  if (rc != 0) {
+    log_damaged(rk, rkl, rc);
+    return 0; /* nothing readable to hand over */
+  }
+  farewell_key(change, fk);
+  permit_put_u64be(kv, (uint64_t)permit_now_ms());
+  if (permit_random(kv + 8, SUBJECT_KEY_LEN) != 0) {
+    rc = permit_err_set(err, PERMIT_ECRYPTO, "no randomness");
+  } else if ((rc = seal_contact(kv + 8, fk, sizeof fk, c, out, outlen)) != 0) {
+    rc = permit_err_set(err, rc, "cannot seal an erased contact");
+  } else if (stage(t, fk, sizeof fk, kv, sizeof kv, 0) != 0) {
+    free(*out);
+    *out = NULL;
+    rc = permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  }
+  permit_wipe(kv, sizeof kv);
+  contact_free(c);
+  return rc;
+}
+
 int permit_contacts_txn_erase(permit_contacts_txn *t,
                               const Permit__V1__Record *rec, uint64_t seq,
                               int *applied, permit_err *err) {
@@ -546,8 +692,15 @@ int permit_contacts_txn_erase(permit_contacts_txn *t,
   size_t rkl;
   stored_contact *sc;
   int rc = row_get(t, rec, rk, &rkl, &sc, err);
+  if (rc != 0 && rc != PERMIT_ENOTFOUND) return rc;
+  /* The sealed copies in the mirror go even when the row is gone. */
+  int crc = erase_copies(t, rec->issuer, rec->subject.data, rec->list_id,
+                         err);
+  if (crc != 0) {
+    if (sc != NULL) permit__internal__stored_contact__free_unpacked(sc, NULL);
+    return crc;
+  }
   if (rc == PERMIT_ENOTFOUND) return 0;
-  if (rc != 0) return rc;
   uint8_t ik[INDEX_KEY_MAX], kk[SKEY_KEY_MAX];
   size_t pl = subject_key_name('s', rec->issuer, rec->subject.data, ik);
   size_t kkl = subject_key_name('k', rec->issuer, rec->subject.data, kk);
@@ -557,9 +710,12 @@ int permit_contacts_txn_erase(permit_contacts_txn *t,
     return permit_err_set(err, PERMIT_EINVAL, "list or issuer name too long");
   }
   memcpy(ik + pl, rec->list_id, ll);
+  uint8_t *farewell = NULL;
+  size_t fl = 0;
+  rc = farewell_seal(t, sc, rk, rkl, t->head + 1, &farewell, &fl, err);
   size_t count = 0;
-  if (stage(t, rk, rkl, NULL, 0, 1) != 0 ||
-      stage(t, ik, pl + ll, NULL, 0, 1) != 0)
+  if (rc == 0 && (stage(t, rk, rkl, NULL, 0, 1) != 0 ||
+                  stage(t, ik, pl + ll, NULL, 0, 1) != 0))
     rc = permit_err_set(err, PERMIT_ENOMEM, "out of memory");
   if (rc == 0) rc = subject_lists(t, ik, pl, &count, err);
   /* With its last row goes the key: what is left anywhere of the
@@ -567,9 +723,48 @@ int permit_contacts_txn_erase(permit_contacts_txn *t,
   if (rc == 0 && count == 0 && stage(t, kk, kkl, NULL, 0, 1) != 0)
     rc = permit_err_set(err, PERMIT_ENOMEM, "out of memory");
   if (rc == 0)
-    rc = feed_add(t, "erased", rk, rkl, &sc->record_id, rec->issuer,
-                  rec->list_id, seq, err);
+    rc = feed_add_farewell(t, "erased", rk, rkl, &sc->record_id, rec->issuer,
+                           rec->list_id, seq, farewell, fl, err);
   if (rc == 0) *applied = 1;
+  free(farewell);
+  permit__internal__stored_contact__free_unpacked(sc, NULL);
+  return rc;
+}
+
+int permit_contacts_txn_unsubscribe(permit_contacts_txn *t,
+                                    const char *list_id, const char *issuer,
+                                    const uint8_t subject[PERMIT_SUBJECT_LEN],
+                                    uint8_t record_id[PERMIT_RECORD_ID_LEN],
+                                    int *applied, permit_err *err) {
+  *applied = 0;
+  uint8_t rk[PERMIT_CONTACT_KEY_MAX];
+  size_t rkl = row_key(list_id, issuer, subject, rk);
+  if (rkl == 0)
+    return permit_err_set(err, PERMIT_EINVAL, "list or issuer name too long");
+  uint8_t *v;
+  size_t vl;
+  int rc = txn_get(t, rk, rkl, &v, &vl, err);
+  if (rc != 0) return rc;
+  stored_contact *sc = permit__internal__stored_contact__unpack(NULL, vl, v);
+  free(v);
+  if (sc == NULL)
+    return permit_err_set(err, PERMIT_ECORRUPT,
+                          "a contact row of list %s is damaged", list_id);
+  if (sc->record_id.len != PERMIT_RECORD_ID_LEN) {
+    rc = permit_err_set(err, PERMIT_ECORRUPT, "a contact row of list %s has "
+                        "a bad record id", list_id);
+  } else if (strcmp(sc->status, "active") == 0) {
+    memcpy(record_id, sc->record_id.data, PERMIT_RECORD_ID_LEN);
+    char *was = sc->status;
+    sc->status = "withdrawn";
+    sc->change = t->head + 1;
+    rc = stage_msg(t, rk, rkl, &sc->base, err);
+    if (rc == 0)
+      rc = feed_add(t, "unsubscribed", rk, rkl, &sc->record_id, issuer,
+                    list_id, sc->seq, err);
+    if (rc == 0) *applied = 1;
+    sc->status = was;
+  }
   permit__internal__stored_contact__free_unpacked(sc, NULL);
   return rc;
 }
@@ -629,6 +824,7 @@ static void entry_fill(Permit__V1__ContactEntry *e, const stored_contact *sc,
   e->method = sc->method;
   e->status = sc->status;
   e->seq = sc->seq;
+  e->subject = sc->subject;
 }
 
 static void log_damaged(const uint8_t *k, size_t kl, int rc) {
@@ -696,6 +892,93 @@ int permit_contacts_list(permit_store *s, const char *list_id,
                            list_one, &lc, err);
 }
 
+/* The farewell of change |change|, while its one-time key is kept. */
+static int farewell_open(permit_store *s, uint64_t change,
+                         const ProtobufCBinaryData *sealed,
+                         Permit__V1__Contact **out) {
+  uint8_t fk[FAREWELL_KEY_LEN], kv[8 + SUBJECT_KEY_LEN];
+  farewell_key(change, fk);
+  int rc = permit_store_get_fixed(s, PERMIT_CF_CONTACTS, fk, sizeof fk, kv,
+                                  sizeof kv, NULL);
+  if (rc == 0) rc = open_contact(kv + 8, fk, sizeof fk, sealed, out);
+  permit_wipe(kv, sizeof kv);
+  return rc;
+}
+
+int permit_contacts_farewell_forget(permit_store *s, uint64_t change,
+                                    permit_err *err) {
+  uint8_t fk[FAREWELL_KEY_LEN], k[FEED_KEY_LEN];
+  farewell_key(change, fk);
+  feed_key(change, k);
+  uint8_t *v = NULL;
+  size_t vl = 0;
+  int rc = permit_store_get(s, PERMIT_CF_CONTACTS, k, sizeof k, &v, &vl, err);
+  if (rc != 0) return rc == PERMIT_ENOTFOUND ? 0 : rc;
+  feed_entry *f = permit__internal__contact_feed_entry__unpack(NULL, vl, v);
+  free(v);
+  if (f == NULL)
+    return permit_err_set(err, PERMIT_ECORRUPT, "change %llu is damaged",
+                          (unsigned long long)change);
+  permit_batch *b = permit_batch_new(s);
+  if (b == NULL) {
+    permit__internal__contact_feed_entry__free_unpacked(f, NULL);
+    return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  }
+  permit_batch_delete(b, PERMIT_CF_CONTACTS, fk, sizeof fk);
+  if (f->farewell.len > 0) {
+    /* The feed entry keeps its place, without the sealed contact. */
+    f->farewell.len = 0;
+    size_t n = protobuf_c_message_get_packed_size(&f->base);
+    uint8_t *buf = malloc(n ? n : 1);
+    if (buf != NULL) {
+      protobuf_c_message_pack(&f->base, buf);
+      permit_batch_put(b, PERMIT_CF_CONTACTS, k, sizeof k, buf, n);
+      free(buf);
+    }
+  }
+  rc = permit_store_write(s, b, 1, err);
+  permit_batch_free(b);
+  permit__internal__contact_feed_entry__free_unpacked(f, NULL);
+  return rc;
+}
+
+typedef struct purge_ctx {
+  int64_t before_ms;
+  uint64_t *changes;
+  size_t n, cap;
+} purge_ctx;
+
+static int purge_one(void *arg, const uint8_t *k, size_t kl,
+                     const uint8_t *v, size_t vl) {
+  purge_ctx *pc = arg;
+  if (kl != FAREWELL_KEY_LEN || vl != 8 + SUBJECT_KEY_LEN) return 0;
+  if ((int64_t)permit_get_u64be(v) >= pc->before_ms) return 0;
+  if (pc->n == pc->cap) {
+    size_t cap = pc->cap ? pc->cap * 2 : 16;
+    uint64_t *g = realloc(pc->changes, cap * sizeof *g);
+    if (g == NULL) return PERMIT_ENOMEM;
+    pc->changes = g;
+    pc->cap = cap;
+  }
+  pc->changes[pc->n++] = permit_get_u64be(k + 3);
+  return 0;
+}
+
+int permit_contacts_farewell_purge(permit_store *s, int64_t before_ms,
+                                   size_t *purged, permit_err *err) {
+  purge_ctx pc = {.before_ms = before_ms};
+  *purged = 0;
+  int rc = permit_store_scan(s, PERMIT_CF_CONTACTS, "fk/", 3, NULL, 0,
+                             purge_one, &pc, err);
+  for (size_t i = 0; rc == 0 && i < pc.n; i++) {
+    rc = permit_contacts_farewell_forget(s, pc.changes[i], err);
+    if (rc == 0) (*purged)++;
+  }
+  if (rc == PERMIT_ENOMEM) permit_err_set(err, rc, "out of memory");
+  free(pc.changes);
+  return rc;
+}
+
 typedef struct changes_ctx {
   permit_store *s;
   permit_change_visit_fn visit;
@@ -732,13 +1015,21 @@ static int change_one(void *arg, const uint8_t *k, size_t kl,
       log_damaged(f->contact_key.data, f->contact_key.len, orc);
     entry_fill(&e, sc, c);
   } else {
-    /* Erased since: what the feed itself knows, no personal data. */
+    /* Erased since: what the feed itself knows, and once, the contact as
+     * it was (the farewell), so that the venue's tools can delete it. */
     permit__v1__contact_entry__init(&e);
     e.list_id = f->list_id;
     e.issuer = f->issuer;
     e.record_id = f->record_id;
     e.seq = f->seq;
     e.status = "erased";
+    if (strcmp(f->kind, "erased") == 0 && f->farewell.len > 0 &&
+        farewell_open(cc->s, ch.change, &f->farewell, &c) == 0) {
+      e.email = c->email;
+      e.given_name = c->given_name;
+      e.family_name = c->family_name;
+      e.locale = c->locale;
+    }
   }
   rc = cc->visit(cc->arg, &ch);
   contact_free(c);

@@ -28,6 +28,7 @@ struct permit_node {
   permit_pinset *pins;
   char *cert;
   uint8_t secret[32];
+  uint8_t token_secret[32]; /* MACs consent and unsubscribe links */
   pthread_rwlock_t peers_lock;
   peer_slot *peers;
   size_t npeers;
@@ -66,6 +67,20 @@ static int load_secret(permit_node *n, permit_err *err) {
     return permit_err_set(err, PERMIT_ECRYPTO, "no randomness");
   return permit_store_put(n->store, PERMIT_CF_DEFAULT, "node/secret", 11,
                           n->secret, sizeof n->secret, err);
+}
+
+/* The link secret is apart from the index secret: rotating it revokes
+ * every link without changing a single index key. */
+static int load_token_secret(permit_node *n, permit_err *err) {
+  int rc = permit_store_get_fixed(n->store, PERMIT_CF_DEFAULT,
+                                  "node/token-secret", 17, n->token_secret,
+                                  sizeof n->token_secret, err);
+  if (rc != PERMIT_ENOTFOUND) return rc;
+  permit_err_clear(err);
+  if (permit_random(n->token_secret, sizeof n->token_secret) != 0)
+    return permit_err_set(err, PERMIT_ECRYPTO, "no randomness");
+  return permit_store_put(n->store, PERMIT_CF_DEFAULT, "node/token-secret",
+                          17, n->token_secret, sizeof n->token_secret, err);
 }
 
 /* The pair key with the reseller's name first (see permit_peer). */
@@ -260,6 +275,7 @@ int permit_node_open(const permit_node_config *cfg, permit_node **out,
   snprintf(path, sizeof path, "%s/db", cfg->data_dir);
   if ((rc = permit_store_open(path, &n->store, err)) != 0) goto fail;
   if ((rc = load_secret(n, err)) != 0) goto fail;
+  if ((rc = load_token_secret(n, err)) != 0) goto fail;
   if ((rc = permit_tls_cert_create(n->id.sign, n->name, &n->cert, &certlen,
                                    err)) != 0)
     goto fail;
@@ -295,6 +311,7 @@ void permit_node_close(permit_node *n) {
   pthread_mutex_destroy(&n->lists_lock);
   pthread_mutex_destroy(&n->hooks_lock);
   permit_wipe(n->secret, sizeof n->secret);
+  permit_wipe(n->token_secret, sizeof n->token_secret);
   free(n);
 }
 
@@ -587,13 +604,98 @@ int permit_catalog_verify(const permit_peer *venue, const uint8_t *in,
   return 0;
 }
 
+/* "notice/<venue>/<list_id>/" || BE32(version): the text of every notice
+ * version seen, for the consent centre (a buyer agreed to that text, not
+ * to today's). */
+static size_t notice_key(const char *venue, const char *list_id,
+                         uint32_t version, char *out, size_t cap) {
+  int kl = snprintf(out, cap, "notice/%s/%s/", venue, list_id);
+  if (kl < 0 || (size_t)kl + 4 > cap) return 0;
+  out[kl] = (char)(version >> 24);
+  out[kl + 1] = (char)(version >> 16);
+  out[kl + 2] = (char)(version >> 8);
+  out[kl + 3] = (char)version;
+  return (size_t)kl + 4;
+}
+
 int permit_node_catalog_store(permit_node *n, const char *venue,
                               const uint8_t *signed_catalog, size_t len,
                               permit_err *err) {
-  char key[16 + PERMIT_NAME_MAX];
+  char key[16 + 2 * PERMIT_NAME_MAX];
   int kl = snprintf(key, sizeof key, "catalog/%s", venue);
-  return permit_store_put(n->store, PERMIT_CF_DEFAULT, key, (size_t)kl,
-                          signed_catalog, len, err);
+  permit_peer p;
+  Permit__V1__Catalog *cat = NULL;
+  if (permit_node_peer(n, venue, &p) != 0)
+    return permit_err_set(err, PERMIT_ENOTFOUND, "%s is not a known venue",
+                          venue);
+  int rc = permit_catalog_verify(&p, signed_catalog, len, &cat, err);
+  if (rc != 0) return rc;
+  permit_batch *b = permit_batch_new(n->store);
+  if (b == NULL) {
+    permit__v1__catalog__free_unpacked(cat, NULL);
+    return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  }
+  permit_batch_put(b, PERMIT_CF_DEFAULT, key, (size_t)kl, signed_catalog,
+                   len);
+  for (size_t i = 0; i < cat->n_lists; i++) {
+    const Permit__V1__CatalogList *l = cat->lists[i];
+    char nk[32 + PERMIT_NAME_MAX + PERMIT_LIST_ID_MAX];
+    size_t nkl = notice_key(venue, l->list_id, l->notice_version, nk,
+                            sizeof nk);
+    if (nkl > 0)
+      permit_batch_put(b, PERMIT_CF_DEFAULT, nk, nkl, l->notice_text,
+                       strlen(l->notice_text));
+  }
+  rc = permit_store_write(n->store, b, 0, err);
+  permit_batch_free(b);
+  permit__v1__catalog__free_unpacked(cat, NULL);
+  return rc;
+}
+
+int permit_node_notice_text(permit_node *n, const char *venue,
+                            const char *list_id, uint32_t version,
+                            char **text, permit_err *err) {
+  char nk[32 + PERMIT_NAME_MAX + PERMIT_LIST_ID_MAX];
+  size_t nkl = notice_key(venue, list_id, version, nk, sizeof nk);
+  if (nkl == 0) return permit_err_set(err, PERMIT_EINVAL, "name too long");
+  uint8_t *v;
+  size_t vl;
+  int rc = permit_store_get(n->store, PERMIT_CF_DEFAULT, nk, nkl, &v, &vl,
+                            err);
+  if (rc != 0) return rc;
+  *text = malloc(vl + 1);
+  if (*text == NULL) {
+    free(v);
+    return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
+  }
+  memcpy(*text, v, vl);
+  (*text)[vl] = '\0';
+  free(v);
+  return 0;
+}
+
+int permit_node_exchanges(permit_node *n, const permit_peer *p) {
+  return ((n->roles & PERMIT_ROLE_ISSUER) && (p->roles & PERMIT_ROLE_AUDIENCE)) ||
+         ((n->roles & PERMIT_ROLE_AUDIENCE) && (p->roles & PERMIT_ROLE_ISSUER));
+}
+
+void permit_node_token_secret(permit_node *n, uint8_t out[32]) {
+  pthread_mutex_lock(&n->lists_lock);
+  memcpy(out, n->token_secret, 32);
+  pthread_mutex_unlock(&n->lists_lock);
+}
+
+int permit_node_token_rotate(permit_node *n, permit_err *err) {
+  uint8_t fresh[32];
+  if (permit_random(fresh, sizeof fresh) != 0)
+    return permit_err_set(err, PERMIT_ECRYPTO, "no randomness");
+  pthread_mutex_lock(&n->lists_lock);
+  int rc = permit_store_put(n->store, PERMIT_CF_DEFAULT, "node/token-secret",
+                            17, fresh, sizeof fresh, err);
+  if (rc == 0) memcpy(n->token_secret, fresh, sizeof fresh);
+  pthread_mutex_unlock(&n->lists_lock);
+  permit_wipe(fresh, sizeof fresh);
+  return rc;
 }
 
 int permit_node_catalog_get(permit_node *n, const char *venue,

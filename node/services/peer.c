@@ -381,8 +381,14 @@ static int send_entry(void *arg, uint64_t seq, const uint8_t *entry,
   pcall *pc = arg;
   Permit__V1__LogEntry le = PERMIT__V1__LOG_ENTRY__INIT;
   le.seq = seq;
-  le.signed_record.data = (uint8_t *)entry;
-  le.signed_record.len = len;
+  if (permit_log_pruned(entry, len, NULL)) {
+    /* An erased buyer's entry: the leaf hash keeps the tree checkable. */
+    le.leaf_hash.data = (uint8_t *)entry + 1;
+    le.leaf_hash.len = PERMIT_HASH_LEN;
+  } else {
+    le.signed_record.data = (uint8_t *)entry;
+    le.signed_record.len = len;
+  }
   Permit__V1__PullResponse r = PERMIT__V1__PULL_RESPONSE__INIT;
   r.item_case = PERMIT__V1__PULL_RESPONSE__ITEM_ENTRY;
   r.entry = &le;
@@ -566,12 +572,6 @@ static int authorize(permit_call *c, permit_peer_service *ps,
                        "Peer calls need mutual TLS with a pinned key");
     return -1;
   }
-  if (!(permit_node_roles(ps->n) & PERMIT_ROLE_ISSUER)) {
-    permit_call_finish(c, PERMIT_GRPC_FAILED_PRECONDITION,
-                       "%s does not issue records (no issuer role)",
-                       permit_node_name(ps->n));
-    return -1;
-  }
   if (audience[0] == '\0') {
     permit_call_finish(c, PERMIT_GRPC_INVALID_ARGUMENT,
                        "audience is empty: name the log's audience (your "
@@ -588,12 +588,15 @@ static int authorize(permit_call *c, permit_peer_service *ps,
   }
   permit_peer p;
   *log = NULL;
-  if (permit_node_peer(ps->n, peer, &p) == 0 &&
-      (p.roles & PERMIT_ROLE_AUDIENCE))
+  /* Opt-ins flow from issuer to audience, unsubscribes back: a log
+   * exists wherever one side issues and the other is an audience. */
+  if (permit_node_peer(ps->n, peer, &p) == 0 && permit_node_exchanges(ps->n, &p))
     *log = permit_node_outbound(ps->n, peer);
   if (*log == NULL) {
     permit_call_finish(c, PERMIT_GRPC_PERMISSION_DENIED,
-                       "%s is not pinned here as an audience", peer);
+                       "no log flows between %s and %s: one must issue and "
+                       "the other be an audience",
+                       permit_node_name(ps->n), peer);
     return -1;
   }
   return 0;

@@ -30,6 +30,7 @@
 #include <unistd.h>
 
 #include "permit/client.h"
+#include "permit/consent.h"
 #include "permit/contacts.h"
 #include "permit/hpke.h"
 #include "permit/logging.h"
@@ -52,6 +53,10 @@
  * peer that vanished without closing would otherwise hold it forever. */
 #define SILENT_MS 300000
 #define PENDING_CP_MAX 16
+/* An erased contact waits this long for a WatchContacts watcher to be
+ * handed it once, then is forgotten unseen; checked this often. */
+#define FAREWELL_KEEP_MS (7LL * 24 * 3600 * 1000)
+#define FAREWELL_CHECK_MS (3600 * 1000)
 #define STATE_MAX 320
 #define VERIFY_THREADS_MAX 8
 #define VERIFY_PER_THREAD 32 /* fewer entries than this: one thread */
@@ -120,11 +125,18 @@ typedef struct peer_link {
   char cat_state[STATE_MAX];
 } peer_link;
 
+typedef struct sync_job {
+  permit_sync_job_fn fn;
+  void *arg;
+  struct sync_job *next;
+} sync_job;
+
 struct permit_sync {
   permit_node *n;
   SSL_CTX *tls;
   struct event_base *base;
   struct event *wake_ev;
+  struct event *purge_tm;
   pthread_t thread;
   int closing; /* sync thread only: the loop has ended */
   int verify_threads;
@@ -136,6 +148,7 @@ struct permit_sync {
   size_t nadded, added_cap;
   peer_link **links;
   size_t nlinks;
+  sync_job *jobs, *jobs_tail;
 };
 
 
@@ -253,10 +266,13 @@ typedef struct verified {
   permit_err err;
   Permit__V1__Record *rec;
   Permit__V1__Contact *contact; /* opt-ins */
+  int ours; /* a withdrawal of an opt-in this node issued */
 } verified;
 
 /* What the checks need; read-only while they run. */
 typedef struct verify_ctx {
+  permit_node *node;
+  int roles; /* this node's */
   const permit_peer *peer;
   const char *self;
   const permit_kx_key *seal;
@@ -339,14 +355,35 @@ out:
 
 static void verify_one(const verify_ctx *vc, const item *it, verified *v) {
   permit_err err = {0};
+  /* A pruned entry has no record to check: its leaf hash joins the tree
+   * and the next checkpoint vouches for it. */
+  if (permit_log_pruned(it->data, it->len, NULL)) {
+    v->rc = 0;
+    v->rec = NULL;
+    return;
+  }
   v->rc = permit_record_verify(it->data, it->len, &vc->peer->identity, 1,
                                &v->rec, &err);
   if (v->rc != 0) {
     v->rec = NULL;
   } else if ((v->rc = permit_record_check_route(v->rec, vc->peer->name,
-                                                vc->self, &err)) == 0 &&
-             v->rec->kind_case == PERMIT__V1__RECORD__KIND_OPT_IN) {
-    v->rc = open_contact(vc, v->rec, &v->contact, &err);
+                                                vc->self, &err)) == 0) {
+    const Permit__V1__Record *r = v->rec;
+    /* Unsubscribes from a venue come back on its log to us; everything
+     * else on a log is for an audience. */
+    if (r->kind_case == PERMIT__V1__RECORD__KIND_WITHDRAWAL &&
+        (vc->roles & PERMIT_ROLE_ISSUER))
+      v->ours = permit_consent_issued(vc->node, vc->peer->name,
+                                      &r->withdrawal->refers_to);
+    if (!v->ours && !(vc->roles & PERMIT_ROLE_AUDIENCE))
+      v->rc = permit_err_set(&err, PERMIT_EPERM,
+                             "a record for an audience, but %s is not one%s",
+                             vc->self,
+                             r->kind_case == PERMIT__V1__RECORD__KIND_WITHDRAWAL
+                                 ? " (and it withdraws no opt-in of ours)"
+                                 : "");
+    else if (r->kind_case == PERMIT__V1__RECORD__KIND_OPT_IN)
+      v->rc = open_contact(vc, v->rec, &v->contact, &err);
   }
   if (v->rc != 0)
     permit_err_set(&v->err, v->rc, "entry %llu: %s",
@@ -371,7 +408,9 @@ static void verify_all(peer_link *l, const item *items, size_t n,
   pthread_t tid[VERIFY_THREADS_MAX];
   int started[VERIFY_THREADS_MAX] = {0};
   for (size_t t = 0; t < threads; t++) {
-    vc[t] = (verify_ctx){.peer = &l->peer,
+    vc[t] = (verify_ctx){.node = s->n,
+                         .roles = permit_node_roles(s->n),
+                         .peer = &l->peer,
                          .self = permit_node_name(s->n),
                          .seal = permit_node_seal_key(s->n),
                          .seal_key_id = s->seal_key_id,
@@ -573,9 +612,46 @@ static int apply_checkpoint(peer_link *l, const item *it) {
 
 /* ---- applying entries ---- */
 
-static int contacts_extra(void *arg, uint64_t seq, permit_batch *b) {
-  (void)seq;
-  permit_contacts_txn_write(arg, b);
+/* What an applied batch writes besides its entries. */
+typedef struct apply_extra {
+  peer_link *l;
+  permit_contacts_txn *t;
+  const item *items; /* the entries being appended */
+  size_t n;
+  const Permit__V1__Record **ours; /* withdrawals of our opt-ins */
+  size_t nours;
+  size_t ours_applied;
+  permit_err err;
+} apply_extra;
+
+/* permit_log_extra_fn: contacts, their pruned copies, our withdrawals. */
+static int apply_extra_fn(void *arg, uint64_t first, permit_batch *b) {
+  apply_extra *ax = arg;
+  permit_contacts_txn_write(ax->t, b);
+  const uint64_t *prunes;
+  size_t np = permit_contacts_txn_prunes(ax->t, &prunes);
+  for (size_t i = 0; i < np; i++) {
+    permit_hash known;
+    const uint8_t *kp = NULL;
+    if (prunes[i] >= first && prunes[i] - first < ax->n) {
+      /* Appended in this very batch: its leaf is not in the tree yet. */
+      const item *it = &ax->items[prunes[i] - first];
+      if (!permit_log_pruned(it->data, it->len, known))
+        permit_merkle_leaf_hash(it->data, it->len, known);
+      kp = known;
+    }
+    int rc = permit_log_prune(ax->l->inbound, prunes[i], kp, b, &ax->err);
+    if (rc != 0) return rc;
+  }
+  ax->ours_applied = 0;
+  for (size_t i = 0; i < ax->nours; i++) {
+    int applied = 0;
+    int rc = permit_consent_stage_withdrawal(ax->l->s->n, ax->l->peer.name,
+                                             ax->ours[i], b, &applied,
+                                             &ax->err);
+    if (rc != 0) return rc;
+    ax->ours_applied += (size_t)applied;
+  }
   return 0;
 }
 
@@ -599,10 +675,12 @@ static int apply_entries(peer_link *l, const item *items, size_t n,
   permit_sync *s = l->s;
   verified *v = calloc(n, sizeof *v);
   permit_iov *iov = calloc(n, sizeof *iov);
+  const Permit__V1__Record **ours = calloc(n, sizeof *ours);
+  size_t nours = 0, npruned = 0;
   permit_contacts_txn *t = NULL;
   permit_err err = {0};
   int result = -1;
-  if (v == NULL || iov == NULL) {
+  if (v == NULL || iov == NULL || ours == NULL) {
     local_failure(l, "applying entries", "out of memory");
     goto out;
   }
@@ -617,6 +695,16 @@ static int apply_entries(peer_link *l, const item *items, size_t n,
     for (size_t i = 0; i < ok; i++) {
       const Permit__V1__Record *rec = v[i].rec;
       int applied = 1, rc = 0;
+      iov[i].base = items[i].data;
+      iov[i].len = items[i].len;
+      if (rec == NULL) {
+        npruned++;
+        continue;
+      }
+      if (v[i].ours) {
+        ours[nours++] = rec;
+        continue;
+      }
       if (rec->kind_case == PERMIT__V1__RECORD__KIND_OPT_IN)
         rc = permit_contacts_txn_opt_in(t, rec, v[i].contact, items[i].seq,
                                         &err);
@@ -637,8 +725,6 @@ static int apply_entries(peer_link *l, const item *items, size_t n,
                         ? "withdrawal"
                         : "erasure",
                     rec->list_id);
-      iov[i].base = items[i].data;
-      iov[i].len = items[i].len;
     }
     uint64_t size = permit_log_size(l->inbound), first = 0;
     if (items[0].seq != size) {
@@ -648,8 +734,10 @@ static int apply_entries(peer_link *l, const item *items, size_t n,
       local_failure(l, "applying entries", msg);
       goto out;
     }
-    if (permit_log_append_many(l->inbound, iov, ok, contacts_extra, t, &first,
-                               &err) != 0) {
+    apply_extra ax = {.l = l, .t = t, .items = items, .n = ok, .ours = ours,
+                      .nours = nours};
+    if (permit_log_append_many(l->inbound, iov, ok, apply_extra_fn, &ax,
+                               &first, &err) != 0) {
       /* The log refuses further appends until the node reopens it. */
       l->dead = 1;
       l->discard = 1;
@@ -660,6 +748,16 @@ static int apply_entries(peer_link *l, const item *items, size_t n,
       goto out;
     }
     *changes += permit_contacts_txn_changes(t);
+    if (npruned > 0)
+      permit_logf(PERMIT_LEVEL_WARN, "sync.pruned_entries",
+                  "%s: %zu entries arrived pruned (payload erased at the "
+                  "issuer; only their leaf hashes are kept)",
+                  permit_log_origin(l->inbound), npruned);
+    if (ax.ours_applied > 0) {
+      permit_logf(PERMIT_LEVEL_INFO, "sync.unsubscribed",
+                  "%s: %zu opt-ins withdrawn at the venue",
+                  permit_log_origin(l->inbound), ax.ours_applied);
+    }
     permit_logf(PERMIT_LEVEL_DEBUG, "sync.applied",
                 "%s: entries %llu to %llu, %llu contact changes",
                 permit_log_origin(l->inbound), (unsigned long long)first,
@@ -677,6 +775,7 @@ out:
   }
   free(v);
   free(iov);
+  free(ours);
   permit_contacts_txn_free(t);
   return result;
 }
@@ -740,19 +839,29 @@ static void pull_message(void *arg, const uint8_t *msg, size_t len) {
     const Permit__V1__LogEntry *e = r->entry;
     size_t el = e->signed_record.len;
     uint8_t *copy = NULL;
+    int pruned = el == 0 && e->leaf_hash.len == PERMIT_HASH_LEN;
+    if (pruned) el = PERMIT_LOG_PRUNED_LEN;
     if (e->seq != l->next_seq) {
       reject(l, "entry %llu arrived where %llu was due",
              (unsigned long long)e->seq, (unsigned long long)l->next_seq);
       now = 1;
-    } else if (el == 0 || el > PERMIT_RECORD_MAX_LEN) {
-      reject(l, "entry %llu: %zu bytes (want 1 to %d)",
-             (unsigned long long)e->seq, el, PERMIT_RECORD_MAX_LEN);
+    } else if (el == 0 || el > PERMIT_RECORD_MAX_LEN ||
+               (!pruned && e->leaf_hash.len != 0)) {
+      reject(l, "entry %llu: %zu bytes (want 1 to %d) and a %zu-byte leaf "
+             "hash (want none, or 32 for a pruned entry)",
+             (unsigned long long)e->seq, el, PERMIT_RECORD_MAX_LEN,
+             e->leaf_hash.len);
       now = 1;
     } else if ((copy = malloc(el)) == NULL) {
       local_failure(l, "buffering entries", "out of memory");
       now = 1;
     } else {
-      memcpy(copy, e->signed_record.data, el);
+      if (pruned) {
+        copy[0] = 0;
+        memcpy(copy + 1, e->leaf_hash.data, PERMIT_HASH_LEN);
+      } else {
+        memcpy(copy, e->signed_record.data, el);
+      }
       if (items_push(l, 0, e->seq, copy, el) == 0) {
         l->next_seq++;
       } else {
@@ -1040,7 +1149,7 @@ static void link_add(permit_sync *s, const permit_peer *p) {
   int self = permit_node_roles(s->n);
   l->s = s;
   l->peer = *p;
-  l->pull = (p->roles & PERMIT_ROLE_ISSUER) && (self & PERMIT_ROLE_AUDIENCE);
+  l->pull = permit_node_exchanges(s->n, p);
   l->catalog =
       (p->roles & PERMIT_ROLE_AUDIENCE) && (self & PERMIT_ROLE_ISSUER);
   l->backoff_ms = RETRY_INITIAL_MS;
@@ -1102,9 +1211,66 @@ static void link_free(peer_link *l) {
 
 /* ---- the thread ---- */
 
+/* Runs the queued jobs; with |cancelled| (the sync stops) they are only
+ * told so. */
+static void run_jobs(permit_sync *s, int cancelled) {
+  for (;;) {
+    pthread_mutex_lock(&s->mu);
+    sync_job *j = s->jobs;
+    if (j != NULL) {
+      s->jobs = j->next;
+      if (s->jobs == NULL) s->jobs_tail = NULL;
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (j == NULL) return;
+    j->fn(j->arg, cancelled);
+    free(j);
+  }
+}
+
+int permit_sync_submit(permit_sync *s, permit_sync_job_fn fn, void *arg) {
+  sync_job *j = malloc(sizeof *j);
+  if (j == NULL) return PERMIT_ENOMEM;
+  *j = (sync_job){fn, arg, NULL};
+  pthread_mutex_lock(&s->mu);
+  if (s->stopping) {
+    pthread_mutex_unlock(&s->mu);
+    free(j);
+    return PERMIT_EINVAL;
+  }
+  if (s->jobs_tail != NULL)
+    s->jobs_tail->next = j;
+  else
+    s->jobs = j;
+  s->jobs_tail = j;
+  pthread_mutex_unlock(&s->mu);
+  event_active(s->wake_ev, 0, 0);
+  return 0;
+}
+
+permit_node *permit_sync_node(permit_sync *s) { return s->n; }
+
+static void on_purge(evutil_socket_t fd, short what, void *arg) {
+  permit_sync *s = arg;
+  (void)fd, (void)what;
+  size_t purged = 0;
+  permit_err err = {0};
+  if (permit_contacts_farewell_purge(permit_node_store(s->n),
+                                     permit_now_ms() - FAREWELL_KEEP_MS,
+                                     &purged, &err) != 0)
+    permit_logf(PERMIT_LEVEL_ERROR, "contacts.purge_failed", "%s", err.msg);
+  else if (purged > 0)
+    permit_logf(PERMIT_LEVEL_INFO, "contacts.farewells_purged",
+                "%zu erased contacts were never watched and are forgotten",
+                purged);
+  struct timeval tv = {FAREWELL_CHECK_MS / 1000, 0};
+  evtimer_add(s->purge_tm, &tv);
+}
+
 static void on_wake(evutil_socket_t fd, short what, void *arg) {
   permit_sync *s = arg;
   (void)fd, (void)what;
+  run_jobs(s, 0);
   for (;;) {
     char name[PERMIT_NAME_MAX + 1];
     pthread_mutex_lock(&s->mu);
@@ -1134,8 +1300,13 @@ static void *sync_main(void *arg) {
   } else {
     permit_logf(PERMIT_LEVEL_ERROR, "sync.failed", "out of memory");
   }
+  if (permit_node_roles(s->n) & PERMIT_ROLE_AUDIENCE) {
+    s->purge_tm = evtimer_new(s->base, on_purge, s);
+    if (s->purge_tm != NULL) on_purge(-1, 0, s);
+  }
   event_base_loop(s->base, EVLOOP_NO_EXIT_ON_EMPTY);
   s->closing = 1;
+  if (s->purge_tm != NULL) event_free(s->purge_tm);
   pthread_mutex_lock(&s->mu);
   peer_link **links = s->links;
   size_t n = s->nlinks;
@@ -1144,6 +1315,7 @@ static void *sync_main(void *arg) {
   pthread_mutex_unlock(&s->mu);
   for (size_t i = 0; i < n; i++) link_free(links[i]);
   free(links);
+  run_jobs(s, 1);
   /* Run what bufferevent_free() deferred before the loop goes away. */
   event_base_loop(s->base, EVLOOP_NONBLOCK);
   return NULL;

@@ -7,14 +7,29 @@
  * keeps its own list of WatchContacts calls; when the sync has applied a
  * batch, a notifier runs on every worker and each watcher sends what is
  * new since its last change.
+ *
+ * Unsubscribes (the Unsubscribe call, and the one-click link every
+ * exported contact carries, RFC 8058) run on the sync thread, the single
+ * writer of the contacts: the row becomes "withdrawn" and a Withdrawal
+ * (UNSUBSCRIBED_AT_VENUE) goes into this node's log to the issuer, in
+ * one synced batch, before the answer.
  */
+#include <event2/buffer.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "permit/consent.h"
 #include "permit/contacts.h"
+#include "permit/job.h"
 #include "permit/logging.h"
 #include "permit/node_services.h"
+#include "permit/token.h"
 #include "permit/util.h"
+#include "permit/web.h"
+
+#define TOKEN_KIND_UNSUBSCRIBE 'u'
+#define URL_MAX 1024
 
 typedef struct watcher {
   permit_call *call;
@@ -32,8 +47,54 @@ typedef struct lister {
 struct permit_venue {
   permit_node *n;
   permit_server *srv;
+  permit_sync *sync;
   permit_call_list *watchers; /* WatchContacts calls, per worker */
 };
+
+/* ---- one-click links ---- */
+
+/* The token's context names the node, list and issuer; hashed, as the
+ * three together may be longer than a context can be. */
+static void unsub_context(permit_node *n, const char *list_id,
+                          const char *issuer, char *out, size_t cap) {
+  const char *name = permit_node_name(n);
+  permit_iov parts[6] = {{"unsubscribe\n", 12}, {name, strlen(name)},
+                         {"\n", 1},             {list_id, strlen(list_id)},
+                         {"\n", 1},             {issuer, strlen(issuer)}};
+  uint8_t h[PERMIT_SHA256_LEN];
+  if (cap < 2 * sizeof h + 1 || permit_sha256(parts, 6, h) != 0) {
+    snprintf(out, cap, "-");
+    return;
+  }
+  permit_hex_encode(h, sizeof h, out);
+}
+
+/* <base>/u/<list>/<issuer>/<token>: the token MACs the subject with the
+ * list and issuer; it does not expire (old emails keep working) but dies
+ * with a rotation of the link secret.  "" when it cannot be made. */
+static void unsubscribe_url(permit_node *n, const char *list_id,
+                            const char *issuer, const ProtobufCBinaryData *subject,
+                            char *out, size_t cap) {
+  out[0] = '\0';
+  if (subject->len != PERMIT_SUBJECT_LEN) return;
+  uint8_t secret[32];
+  char ctx[PERMIT_TOKEN_CONTEXT_MAX + 1], token[PERMIT_TOKEN_MAX];
+  permit_node_token_secret(n, secret);
+  unsub_context(n, list_id, issuer, ctx, sizeof ctx);
+  int rc = permit_token_make(secret, ctx, TOKEN_KIND_UNSUBSCRIBE, 0,
+                             subject->data, subject->len, token,
+                             sizeof token);
+  permit_wipe(secret, sizeof secret);
+  if (rc != 0) return;
+  const char *base = permit_node_consent_base(n);
+  size_t bl = strlen(base);
+  while (bl > 0 && base[bl - 1] == '/') bl--;
+  int w = bl > 0 ? snprintf(out, cap, "%.*s/u/%s/%s/%s", (int)bl, base,
+                            list_id, issuer, token)
+                 : snprintf(out, cap, "https://%s/u/%s/%s/%s",
+                            permit_node_name(n), list_id, issuer, token);
+  if (w < 0 || (size_t)w >= cap) out[0] = '\0';
+}
 
 /* Queues |m| packed on |c|; wipes the copy (it may hold a contact). */
 static int send_msg(permit_call *c, const ProtobufCMessage *m) {
@@ -109,8 +170,16 @@ static void define_list(permit_call *c, const uint8_t *msg, size_t len) {
 
 static int list_visit(void *arg, const Permit__V1__ContactEntry *e) {
   permit_call *c = arg;
+  permit_venue *v = permit_call_method_arg(c);
   lister *ls = permit_call_data(c);
-  int rc = send_msg(c, &e->base);
+  Permit__V1__ContactEntry copy = *e;
+  char url[URL_MAX];
+  if (strcmp(e->status, "active") == 0) {
+    unsubscribe_url(v->n, e->list_id, e->issuer, &e->subject, url,
+                    sizeof url);
+    copy.unsubscribe_url = url;
+  }
+  int rc = send_msg(c, &copy.base);
   if (rc != 0) return rc;
   ls->sent++;
   return permit_call_full(c) ? 1 : 0;
@@ -182,10 +251,29 @@ static void list_close(permit_call *c, int cancelled) {
 
 static int watch_visit(void *arg, const Permit__V1__ContactChange *ch) {
   permit_call *c = arg;
+  permit_venue *v = permit_call_method_arg(c);
   watcher *w = permit_call_data(c);
-  int rc = send_msg(c, &ch->base);
+  Permit__V1__ContactChange copy = *ch;
+  Permit__V1__ContactEntry e;
+  char url[URL_MAX];
+  if (ch->contact != NULL && strcmp(ch->contact->status, "active") == 0) {
+    e = *ch->contact;
+    unsubscribe_url(v->n, e.list_id, e.issuer, &e.subject, url, sizeof url);
+    e.unsubscribe_url = url;
+    copy.contact = &e;
+  }
+  int rc = send_msg(c, &copy.base);
   if (rc != 0) return rc;
   w->last = ch->change;
+  /* An erased contact is handed over once, then forgotten for good. */
+  if (ch->contact != NULL && strcmp(ch->contact->status, "erased") == 0 &&
+      ch->contact->email[0] != '\0') {
+    permit_err err = {0};
+    if (permit_contacts_farewell_forget(permit_node_store(v->n), ch->change,
+                                        &err) != 0)
+      permit_logf(PERMIT_LEVEL_ERROR, "contacts.forget_failed", "%s",
+                  err.msg);
+  }
   return permit_call_full(c) ? 1 : 0;
 }
 
@@ -256,10 +344,352 @@ static void on_change(void *arg) {
 
 /* ---- Unsubscribe ---- */
 
+typedef struct unsub_op {
+  permit_venue *v;
+  permit_job *job;
+  int web;
+  char list_id[PERMIT_LIST_ID_MAX + 1];
+  /* by email (the RPC), or one row (the link) */
+  char email[PERMIT_CONTACT_EMAIL_MAX + 1];
+  char issuer[PERMIT_NAME_MAX + 1];
+  uint8_t subject[PERMIT_SUBJECT_LEN];
+  /* the outcome */
+  int status;
+  char msg[256];
+  int withdrawn;
+} unsub_op;
+
+static void unsub_free(void *p) {
+  unsub_op *op = p;
+  permit_wipe(op->email, sizeof op->email);
+  free(op);
+}
+
+typedef struct unsub_extra {
+  permit_contacts_txn *t;
+} unsub_extra;
+
+static int unsub_extra_fn(void *arg, uint64_t seq, permit_batch *b) {
+  (void)seq;
+  permit_contacts_txn_write(((unsub_extra *)arg)->t, b);
+  return 0;
+}
+
+/* Unsubscribes (list, issuer, subject); sync thread.  0 or a gRPC
+ * status with op->msg. */
+static int unsub_one(unsub_op *op, const char *issuer,
+                     const uint8_t subject[PERMIT_SUBJECT_LEN]) {
+  permit_node *n = op->v->n;
+  permit_store *st = permit_node_store(n);
+  permit_contacts_txn *t = NULL;
+  permit_err err = {0};
+  uint8_t rid[PERMIT_RECORD_ID_LEN], id[PERMIT_RECORD_ID_LEN];
+  uint8_t *entry = NULL;
+  size_t len = 0;
+  int applied = 0, status = PERMIT_GRPC_OK;
+  if (permit_contacts_txn_new(st, &t, &err) != 0) {
+    snprintf(op->msg, sizeof op->msg, "contacts cannot be read");
+    return PERMIT_GRPC_INTERNAL;
+  }
+  int rc = permit_contacts_txn_unsubscribe(t, op->list_id, issuer, subject,
+                                           rid, &applied, &err);
+  if (rc == PERMIT_ENOTFOUND || (rc == 0 && !applied)) goto out;
+  if (rc != 0) {
+    snprintf(op->msg, sizeof op->msg, "contacts cannot be changed");
+    permit_logf(PERMIT_LEVEL_ERROR, "venue.unsubscribe_failed", "%s",
+                err.msg);
+    status = PERMIT_GRPC_INTERNAL;
+    goto out;
+  }
+  permit_log *log = permit_node_outbound(n, issuer);
+  if (log == NULL || permit_random(id, sizeof id) != 0) {
+    snprintf(op->msg, sizeof op->msg, "no log to %s", issuer);
+    status = PERMIT_GRPC_INTERNAL;
+    goto out;
+  }
+  int64_t now = permit_now_ms();
+  Permit__V1__Withdrawal w = PERMIT__V1__WITHDRAWAL__INIT;
+  w.refers_to.data = rid;
+  w.refers_to.len = sizeof rid;
+  w.reason =
+      PERMIT__V1__WITHDRAWAL_REASON__WITHDRAWAL_REASON_UNSUBSCRIBED_AT_VENUE;
+  w.withdrawn_at_ms = now;
+  Permit__V1__Record rec = PERMIT__V1__RECORD__INIT;
+  rec.record_id.data = id;
+  rec.record_id.len = sizeof id;
+  rec.issuer = (char *)permit_node_name(n);
+  rec.audience = (char *)issuer;
+  rec.list_id = op->list_id;
+  rec.subject.data = (uint8_t *)subject;
+  rec.subject.len = PERMIT_SUBJECT_LEN;
+  rec.issued_at_ms = now;
+  rec.kind_case = PERMIT__V1__RECORD__KIND_WITHDRAWAL;
+  rec.withdrawal = &w;
+  uint64_t seq = 0;
+  unsub_extra ux = {t};
+  if (permit_record_sign(&rec, permit_node_sign_key(n), &entry, &len, &err) !=
+      0) {
+    snprintf(op->msg, sizeof op->msg, "cannot sign the withdrawal");
+    status = PERMIT_GRPC_INTERNAL;
+  } else if (permit_log_append(log, entry, len, unsub_extra_fn, &ux, &seq,
+                               &err) != 0) {
+    snprintf(op->msg, sizeof op->msg,
+             "the unsubscribe could not be stored durably; retry");
+    permit_logf(PERMIT_LEVEL_ERROR, "venue.append_failed", "%s", err.msg);
+    status = PERMIT_GRPC_UNAVAILABLE;
+  } else {
+    char hex[2 * PERMIT_RECORD_ID_LEN + 1];
+    permit_hex_encode(rid, sizeof rid, hex);
+    permit_logf(PERMIT_LEVEL_INFO, "venue.unsubscribed",
+                "opt-in %s on list %s unsubscribed here: entry %llu to %s",
+                hex, op->list_id, (unsigned long long)seq, issuer);
+    op->withdrawn++;
+    permit_node_grew(n, issuer);
+    permit_node_changed(n);
+  }
+out:
+  free(entry);
+  permit_contacts_txn_free(t);
+  return status;
+}
+
+static void unsub_work(void *arg, int cancelled) {
+  unsub_op *op = arg;
+  op->status = PERMIT_GRPC_OK;
+  if (cancelled) {
+    op->status = PERMIT_GRPC_UNAVAILABLE;
+    snprintf(op->msg, sizeof op->msg, "the node is stopping; retry");
+  } else if (op->email[0] == '\0') {
+    op->status = unsub_one(op, op->issuer, op->subject);
+  } else {
+    /* The buyer's subject differs per issuer: try each. */
+    permit_peer *peers = calloc(PERMIT_MAX_PEERS, sizeof *peers);
+    size_t np = peers ? permit_node_peers(op->v->n, peers, PERMIT_MAX_PEERS)
+                      : 0;
+    if (np > PERMIT_MAX_PEERS) np = PERMIT_MAX_PEERS;
+    if (peers == NULL) {
+      op->status = PERMIT_GRPC_RESOURCE_EXHAUSTED;
+      snprintf(op->msg, sizeof op->msg, "out of memory");
+    }
+    for (size_t i = 0; i < np && op->status == PERMIT_GRPC_OK; i++) {
+      uint8_t subject[PERMIT_SUBJECT_LEN];
+      if (!(peers[i].roles & PERMIT_ROLE_ISSUER) ||
+          permit_subject(peers[i].pair_key, op->email, strlen(op->email),
+                         subject) != 0)
+        continue;
+      op->status = unsub_one(op, peers[i].name, subject);
+    }
+    free(peers);
+  }
+  permit_job_done(op->job);
+}
+
+static void unsub_answer(permit_call *c, void *data) {
+  unsub_op *op = data;
+  if (op->web) {
+    if (op->status != PERMIT_GRPC_OK) {
+      permit_web_send_message(c, 503, "Please try again", op->msg);
+      return;
+    }
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) {
+      permit_web_send_message(c, 503, "Please try again", "Out of memory.");
+      return;
+    }
+    permit_web_unsubscribe_page(b, permit_node_name(op->v->n), op->list_id,
+                                "", 1);
+    permit_web_send_page(c, 200, b);
+    evbuffer_free(b);
+    return;
+  }
+  if (op->status != PERMIT_GRPC_OK) {
+    permit_call_finish(c, op->status, "%s", op->msg);
+    return;
+  }
+  Permit__V1__UnsubscribeResponse r = PERMIT__V1__UNSUBSCRIBE_RESPONSE__INIT;
+  r.withdrawn = op->withdrawn;
+  uint8_t buf[16];
+  size_t n = permit__v1__unsubscribe_response__pack(&r, buf);
+  permit_call_send(c, buf, n);
+  permit_call_finish(c, PERMIT_GRPC_OK, NULL);
+}
+
+/* Hands |op| to the sync thread; answers at once when it cannot. */
+static void unsub_submit(permit_venue *v, permit_call *c, unsub_op *op) {
+  op->v = v;
+  int web = op->web;
+  op->job = permit_job_new(c, unsub_answer, unsub_free, op);
+  if (op->job == NULL) {
+    unsub_free(op);
+    if (web)
+      permit_web_send_message(c, 503, "Please try again", "Out of memory.");
+    else
+      permit_call_finish(c, PERMIT_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  if (v->sync == NULL || permit_sync_submit(v->sync, unsub_work, op) != 0) {
+    permit_job *j = op->job;
+    const char *why = v->sync == NULL ? "unsubscribes are not being taken "
+                                        "(no sync runs)"
+                                      : "the node is stopping";
+    permit_call_set_data(c, NULL);
+    if (web)
+      permit_web_send_message(c, 503, "Please try again", why);
+    else
+      permit_call_finish(c, PERMIT_GRPC_UNAVAILABLE, "%s", why);
+    permit_job_abandon(j);
+    permit_job_closed(j);
+  }
+}
+
 static void unsubscribe(permit_call *c, const uint8_t *msg, size_t len) {
-  (void)msg, (void)len;
-  permit_call_finish(c, PERMIT_GRPC_UNIMPLEMENTED,
-                     "Unsubscribe comes with withdrawals");
+  permit_venue *v = permit_call_method_arg(c);
+  Permit__V1__UnsubscribeRequest *req =
+      permit__v1__unsubscribe_request__unpack(NULL, len, msg);
+  if (req == NULL) {
+    permit_call_finish(c, PERMIT_GRPC_INVALID_ARGUMENT,
+                       "request is not an UnsubscribeRequest");
+    return;
+  }
+  permit_err err = {0};
+  char email[PERMIT_CONTACT_EMAIL_MAX + 1];
+  size_t el = strlen(req->email);
+  unsub_op *op = NULL;
+  if (permit_list_id_validate(req->list_id, &err) != 0) {
+    permit_call_finish(c, PERMIT_GRPC_INVALID_ARGUMENT, "%s", err.msg);
+  } else if (el == 0 || el > PERMIT_CONTACT_EMAIL_MAX ||
+             !permit_contacts_text_ok(req->email, el, 0) ||
+             strchr(req->email, '@') == NULL ||
+             permit_email_normalize(req->email, el, email, sizeof email) !=
+                 0) {
+    permit_call_finish(c, PERMIT_GRPC_INVALID_ARGUMENT,
+                       "email must be an address of 1 to %d bytes",
+                       PERMIT_CONTACT_EMAIL_MAX);
+  } else if ((op = calloc(1, sizeof *op)) == NULL) {
+    permit_call_finish(c, PERMIT_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+  } else {
+    snprintf(op->list_id, sizeof op->list_id, "%s", req->list_id);
+    memcpy(op->email, email, strlen(email) + 1);
+    unsub_submit(v, c, op);
+  }
+  permit_wipe(email, sizeof email);
+  permit_wipe(req->email, el);
+  permit__v1__unsubscribe_request__free_unpacked(req, NULL);
+}
+
+static void unsub_close(permit_call *c, int cancelled) {
+  (void)cancelled;
+  permit_job_closed(permit_call_data(c));
+}
+
+/* /u/<list>/<issuer>/<token>: GET shows a button, POST (RFC 8058
+ * one-click, or that button) unsubscribes. */
+static void unsub_web(permit_call *c, const permit_http_request *r) {
+  permit_venue *v = permit_call_method_arg(c);
+  char list_id[PERMIT_LIST_ID_MAX + 1], issuer[PERMIT_NAME_MAX + 1];
+  char token[PERMIT_TOKEN_MAX];
+  const char *p = r->path + 3, *parts[3];
+  size_t lens[3];
+  for (int i = 0; i < 3; i++) {
+    const char *end = i < 2 ? strchr(p, '/') : p + strlen(p);
+    if (end == NULL) {
+      permit_web_send_message(c, 404, "Link not valid",
+                              "This unsubscribe link is not complete.");
+      return;
+    }
+    parts[i] = p;
+    lens[i] = (size_t)(end - p);
+    p = end + (i < 2);
+  }
+  if (lens[0] == 0 || lens[0] >= sizeof list_id || lens[1] == 0 ||
+      lens[1] >= sizeof issuer || lens[2] == 0 || lens[2] >= sizeof token ||
+      strchr(parts[2], '/') != NULL) {
+    permit_web_send_message(c, 404, "Link not valid",
+                            "This unsubscribe link is not valid.");
+    return;
+  }
+  memcpy(list_id, parts[0], lens[0]);
+  list_id[lens[0]] = '\0';
+  memcpy(issuer, parts[1], lens[1]);
+  issuer[lens[1]] = '\0';
+  memcpy(token, parts[2], lens[2]);
+  token[lens[2]] = '\0';
+  uint8_t secret[32], subject[PERMIT_TOKEN_PAYLOAD_MAX];
+  char ctx[PERMIT_TOKEN_CONTEXT_MAX + 1];
+  size_t sl = 0;
+  permit_node_token_secret(v->n, secret);
+  unsub_context(v->n, list_id, issuer, ctx, sizeof ctx);
+  int rc = permit_token_open(secret, ctx, TOKEN_KIND_UNSUBSCRIBE, token,
+                             lens[2], permit_now_ms(), subject,
+                             sizeof subject, &sl, NULL);
+  permit_wipe(secret, sizeof secret);
+  if (rc != 0 || sl != PERMIT_SUBJECT_LEN) {
+    permit_logf(PERMIT_LEVEL_INFO, "venue.bad_link",
+                "a forged or malformed unsubscribe link was refused");
+    permit_web_send_message(c, 404, "Link not valid",
+                            "This unsubscribe link is not valid. Check that "
+                            "it was copied whole.");
+    return;
+  }
+  if (strcmp(r->method, "POST") != 0) {
+    /* A GET (a link scanner, a prefetch) never unsubscribes. */
+    struct evbuffer *b = evbuffer_new();
+    if (b == NULL) {
+      permit_web_send_message(c, 503, "Please try again", "Out of memory.");
+      return;
+    }
+    permit_web_unsubscribe_page(b, permit_node_name(v->n), list_id, r->path,
+                                0);
+    permit_web_send_page(c, 200, b);
+    evbuffer_free(b);
+    return;
+  }
+  permit_form_field f[4];
+  size_t nf = 0;
+  const char *one = NULL;
+  if (strncmp(r->content_type, "application/x-www-form-urlencoded", 33) ==
+          0 &&
+      permit_form_parse(r->body, r->body_len, f, 4, &nf, NULL) == 0)
+    one = permit_form_get(f, nf, "List-Unsubscribe");
+  else if (strncmp(r->content_type, "multipart/form-data", 19) == 0 &&
+           r->body != NULL && r->body_len < PERMIT_FORM_BODY_MAX) {
+    /* RFC 8058 allows it; the one field is all that matters. */
+    char body[PERMIT_FORM_BODY_MAX + 1];
+    memcpy(body, r->body, r->body_len);
+    body[r->body_len] = '\0';
+    if (strstr(body, "name=\"List-Unsubscribe\"") != NULL &&
+        strstr(body, "One-Click") != NULL)
+      one = "One-Click";
+  }
+  if (one == NULL || strcmp(one, "One-Click") != 0) {
+    permit_web_send_message(c, 400, "Not unsubscribed",
+                            "The request is not a one-click unsubscribe "
+                            "(RFC 8058: List-Unsubscribe=One-Click).");
+    return;
+  }
+  unsub_op *op = calloc(1, sizeof *op);
+  if (op == NULL) {
+    permit_web_send_message(c, 503, "Please try again", "Out of memory.");
+    return;
+  }
+  op->web = 1;
+  snprintf(op->list_id, sizeof op->list_id, "%s", list_id);
+  snprintf(op->issuer, sizeof op->issuer, "%s", issuer);
+  memcpy(op->subject, subject, PERMIT_SUBJECT_LEN);
+  unsub_submit(v, c, op);
+}
+
+void permit_venue_set_sync(permit_venue *v, permit_sync *sync) {
+  v->sync = sync;
+}
+
+void permit_venue_routes(permit_venue *v,
+                         permit_web_route out[PERMIT_VENUE_ROUTES]) {
+  out[0] = (permit_web_route){.prefix = "/u/",
+                              .max_body = PERMIT_FORM_BODY_MAX,
+                              .handler = unsub_web,
+                              .on_close = unsub_close,
+                              .arg = v};
 }
 
 /* ---- the service ---- */
@@ -312,5 +742,6 @@ void permit_venue_methods(permit_venue *v,
   out[3] = (permit_method){.path = "/permit.v1.Venue/Unsubscribe",
                            .kind = PERMIT_RPC_UNARY,
                            .on_message = unsubscribe,
+                           .on_close = unsub_close,
                            .arg = v};
 }

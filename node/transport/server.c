@@ -58,6 +58,8 @@ typedef struct listener {
   size_t nmethods;
   const permit_http_route *routes;
   size_t nroutes;
+  const permit_web_route *web;
+  size_t nweb;
   int port;
   /* Counters, read by the metrics endpoint from any thread. */
   atomic_uint_fast64_t accepted, refused, open, handshake_failed, streams,
@@ -95,6 +97,7 @@ struct permit_call {
   int headers_sent, finished, deferred, closed, was_full, routed;
   int aborted; /* ended by the transport (deadline, shutdown, bad input) */
   struct permit_call_list *list; /* the list it is on, if any */
+  const permit_web_route *web;   /* a web request: its route */
   permit_call *list_prev, *list_next;
   int status;
   char message[512];
@@ -110,6 +113,9 @@ struct stream {
   char content_type[64];
   char encoding[32];
   char authz[256];
+  char origin[256];
+  char fetch_site[32];
+  char authority[256];
   int64_t timeout_us; /* -1: none */
   int bad_timeout, path_too_long;
   size_t header_bytes;
@@ -122,6 +128,8 @@ struct stream {
   int req_count;
   /* plain HTTP response */
   struct evbuffer *http_body;
+  /* web request body */
+  struct evbuffer *web_in;
   permit_call call;
 };
 
@@ -172,6 +180,7 @@ static void stream_free(stream *st) {
   if (st->call.out != NULL) evbuffer_free(st->call.out);
   if (st->call.deadline != NULL) event_free(st->call.deadline);
   if (st->http_body != NULL) evbuffer_free(st->http_body);
+  if (st->web_in != NULL) evbuffer_free(st->web_in);
   free(st);
   if (c->nstreams == 0 && c->idle_ev != NULL) {
     struct timeval tv = {c->w->srv->lim.idle_timeout_ms / 1000,
@@ -375,6 +384,8 @@ static void call_close(stream *st, int cancelled) {
   call_list_remove(call);
   if (call->routed && call->m->on_close != NULL)
     call->m->on_close(call, cancelled);
+  else if (call->web != NULL && call->web->on_close != NULL)
+    call->web->on_close(call, cancelled);
 }
 
 static ssize_t data_read(nghttp2_session *h2, int32_t id, uint8_t *buf,
@@ -487,7 +498,9 @@ int permit_call_full(const permit_call *c) {
 int permit_call_finished(const permit_call *c) { return c->finished; }
 void permit_call_set_data(permit_call *c, void *data) { c->data = data; }
 void *permit_call_data(const permit_call *c) { return c->data; }
-void *permit_call_method_arg(const permit_call *c) { return c->m->arg; }
+void *permit_call_method_arg(const permit_call *c) {
+  return c->web != NULL ? c->web->arg : c->m->arg;
+}
 const char *permit_call_peer(const permit_call *c) {
   return c->st->c->has_peer ? c->st->c->peer : NULL;
 }
@@ -523,6 +536,85 @@ static void http_respond(stream *st, int status, const char *ctype,
   nghttp2_submit_response(st->c->h2, st->id, hdrs, 2, &prd);
 }
 
+void permit_http_respond(permit_call *call, int status,
+                         const char *content_type,
+                         const permit_http_header *hdrs, size_t n,
+                         const void *body, size_t len) {
+  stream *st = call->st;
+  if (call->finished || call->closed) return;
+  enum { MAX_HDRS = 16 };
+  if (n > MAX_HDRS) n = MAX_HDRS;
+  char code[8], clen[24];
+  int head = strcmp(st->method, "HEAD") == 0;
+  snprintf(code, sizeof code, "%d", status);
+  snprintf(clen, sizeof clen, "%zu", len);
+  if (st->http_body == NULL) st->http_body = evbuffer_new();
+  if (st->http_body == NULL) {
+    nghttp2_submit_rst_stream(st->c->h2, NGHTTP2_FLAG_NONE, st->id,
+                              NGHTTP2_INTERNAL_ERROR);
+    call->finished = 1;
+    conn_schedule_flush(st->c);
+    return;
+  }
+  if (!head && len > 0) evbuffer_add(st->http_body, body, len);
+  nghttp2_nv nv[3 + MAX_HDRS];
+  size_t k = 0;
+  nv[k++] = (nghttp2_nv)NV(":status", code);
+  nv[k++] = (nghttp2_nv)NV("content-type", content_type);
+  nv[k++] = (nghttp2_nv)NV("content-length", clen);
+  for (size_t i = 0; i < n; i++)
+    nv[k++] = (nghttp2_nv){(uint8_t *)hdrs[i].name, (uint8_t *)hdrs[i].value,
+                           strlen(hdrs[i].name), strlen(hdrs[i].value),
+                           NGHTTP2_NV_FLAG_NONE};
+  nghttp2_data_provider prd = {.source.ptr = st,
+                               .read_callback = http_body_read};
+  call->headers_sent = 1;
+  call->finished = 1;
+  nghttp2_submit_response(st->c->h2, st->id, nv, k,
+                          evbuffer_get_length(st->http_body) > 0 ? &prd
+                                                                 : NULL);
+  conn_schedule_flush(st->c);
+}
+
+int permit_http_answered(const permit_call *c) {
+  return c->finished || c->closed;
+}
+
+/* A web request of |st| is complete: hand it to its route. */
+static void web_dispatch(stream *st) {
+  permit_call *call = &st->call;
+  char path[PATH_MAX_LEN];
+  snprintf(path, sizeof path, "%s", st->path);
+  char *q = strchr(path, '?');
+  const char *query = "";
+  if (q != NULL) {
+    *q = '\0';
+    query = q + 1;
+  }
+  size_t blen = st->web_in != NULL ? evbuffer_get_length(st->web_in) : 0;
+  const uint8_t *body =
+      blen > 0 ? evbuffer_pullup(st->web_in, (ev_ssize_t)blen) : NULL;
+  permit_http_request r = {.method = st->method,
+                           .path = path,
+                           .query = query,
+                           .content_type = st->content_type,
+                           .origin = st->origin,
+                           .sec_fetch_site = st->fetch_site,
+                           .authority = st->authority,
+                           .body = body,
+                           .body_len = body != NULL ? blen : 0};
+  call->web->handler(call, &r);
+}
+
+/* The route of a web request, or NULL. */
+static const permit_web_route *web_find(const listener *l, const char *path) {
+  for (size_t i = 0; i < l->nweb; i++) {
+    size_t pl = strlen(l->web[i].prefix);
+    if (strncmp(path, l->web[i].prefix, pl) == 0) return &l->web[i];
+  }
+  return NULL;
+}
+
 static void on_deadline(evutil_socket_t fd, short what, void *arg) {
   permit_call *call = arg;
   (void)fd, (void)what;
@@ -544,6 +636,22 @@ static void stream_route(stream *st) {
     authorized = strncmp(st->authz, "Bearer ", 7) == 0 &&
                  strlen(st->authz + 7) == want &&
                  permit_memeq_ct(st->authz + 7, l->bearer, want);
+  }
+  int grpc = strncmp(st->content_type, "application/grpc", 16) == 0;
+  const permit_web_route *web = NULL;
+  if (!grpc && !st->path_too_long &&
+      (strcmp(st->method, "GET") == 0 || strcmp(st->method, "HEAD") == 0 ||
+       strcmp(st->method, "POST") == 0))
+    web = web_find(l, st->path);
+  if (web != NULL) {
+    if (!authorized) {
+      http_respond(st, 401, "text/plain; charset=utf-8",
+                   "missing or wrong bearer token\n");
+      return;
+    }
+    call->web = web;
+    call->status = -2; /* a web exchange: closed through its route */
+    return;
   }
   if (strcmp(st->method, "GET") == 0) {
     if (!authorized) {
@@ -650,6 +758,10 @@ static int on_request_message(void *arg, const uint8_t *msg, size_t len,
 static void stream_request_done(stream *st) {
   permit_call *call = &st->call;
   st->half_closed = 1;
+  if (call->web != NULL) {
+    if (!call->finished) web_dispatch(st);
+    return;
+  }
   if (!call->routed || call->finished) return;
   if (!permit_grpc_deframer_idle(&st->df)) {
     call->aborted = 1;
@@ -738,6 +850,21 @@ static int cb_header(nghttp2_session *h2, const nghttp2_frame *frame,
     copy_value(st->encoding, sizeof st->encoding, value, valuelen);
   } else if (IS("authorization")) {
     copy_value(st->authz, sizeof st->authz, value, valuelen);
+  } else if (IS("origin")) {
+    if (valuelen >= sizeof st->origin)
+      strcpy(st->origin, "\x01");
+    else
+      copy_value(st->origin, sizeof st->origin, value, valuelen);
+  } else if (IS("sec-fetch-site")) {
+    if (valuelen >= sizeof st->fetch_site)
+      strcpy(st->fetch_site, "\x01");
+    else
+      copy_value(st->fetch_site, sizeof st->fetch_site, value, valuelen);
+  } else if (IS(":authority") || IS("host")) {
+    if (valuelen >= sizeof st->authority)
+      strcpy(st->authority, "\x01");
+    else
+      copy_value(st->authority, sizeof st->authority, value, valuelen);
   } else if (IS("grpc-timeout")) {
     if (permit_grpc_parse_timeout((const char *)value, valuelen,
                                   &st->timeout_us) != 0)
@@ -766,6 +893,20 @@ static int cb_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id,
   (void)flags, (void)user;
   stream *st = nghttp2_session_get_stream_user_data(h2, id);
   if (st == NULL) return 0;
+  if (st->call.web != NULL && !st->call.finished) {
+    size_t have = st->web_in != NULL ? evbuffer_get_length(st->web_in) : 0;
+    if (have + len > st->call.web->max_body) {
+      permit_http_respond(&st->call, 413, "text/plain; charset=utf-8", NULL,
+                          0, "request body too large\n", 23);
+      st->discarded += len;
+      return 0;
+    }
+    if (st->web_in == NULL) st->web_in = evbuffer_new();
+    if (st->web_in == NULL || evbuffer_add(st->web_in, data, len) != 0)
+      permit_http_respond(&st->call, 503, "text/plain; charset=utf-8", NULL,
+                          0, "out of memory\n", 14);
+    return 0;
+  }
   if (!st->call.routed || st->call.finished) {
     /* We have answered; the client is still sending.  A little is simply
      * dropped (some clients report a reset as an error even after a full
@@ -1063,6 +1204,8 @@ int permit_server_listen(permit_server *s, const permit_listener_config *cfg,
   l->nmethods = cfg->nmethods;
   l->routes = cfg->routes;
   l->nroutes = cfg->nroutes;
+  l->web = cfg->web;
+  l->nweb = cfg->nweb;
   l->calls = calloc((cfg->nmethods + 1) * NSTATUS, sizeof *l->calls);
   if (cfg->tls != NULL) {
     SSL_CTX_up_ref(cfg->tls);

@@ -10,6 +10,8 @@
  * a self-signed leaf, and logs each refused peer once.
  */
 #include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <openssl/asn1.h>
 #include <openssl/bn.h>
@@ -19,6 +21,7 @@
 #include <openssl/x509v3.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <unistd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -616,4 +619,131 @@ int permit_tls_peer(SSL *ssl, uint8_t pub[32], char *name, size_t cap) {
   if (rc != 0) return rc;
   memcpy(pub, key, sizeof key);
   return 0;
+}
+
+/* ---- The public listener (browsers, mail services) ---- */
+
+/* Writes |len| bytes to |path| (mode |mode|), through a temporary file so
+ * that a crash leaves the old file or the new one, never half of one. */
+static int write_whole(const char *path, const char *data, size_t len,
+                       mode_t mode, permit_err *err) {
+  char tmp[4200];
+  int n = snprintf(tmp, sizeof tmp, "%s.tmp", path);
+  if (n < 0 || (size_t)n >= sizeof tmp)
+    return permit_err_set(err, PERMIT_EINVAL, "tls: path too long");
+  int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+  if (fd < 0)
+    return permit_err_set(err, PERMIT_EIO, "tls: cannot create %s: %s", tmp,
+                          strerror(errno));
+  size_t off = 0;
+  while (off < len) {
+    ssize_t w = write(fd, data + off, len - off);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) break;
+    off += (size_t)w;
+  }
+  int ok = off == len && fsync(fd) == 0;
+  close(fd);
+  if (!ok || rename(tmp, path) != 0) {
+    unlink(tmp);
+    return permit_err_set(err, PERMIT_EIO, "tls: cannot write %s", path);
+  }
+  return 0;
+}
+
+int permit_tls_public_cert_create(const char *name, const char *cert_path,
+                                  const char *key_path, permit_err *err) {
+  if (!name_ok(name))
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "tls: \"%.64s\" is not a node name", name);
+  EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "EC", "P-256");
+  X509 *x = pkey != NULL ? X509_new() : NULL;
+  int san_critical = 0;
+  int ok = x != NULL && X509_set_version(x, X509_VERSION_3) == 1 &&
+           cert_set_serial(x) && cert_set_validity(x) &&
+           cert_set_names(x, name, &san_critical) &&
+           X509_set_pubkey(x, pkey) == 1;
+  /* Names a browser may use to reach a node on this machine, too. */
+  GENERAL_NAMES *gens = ok ? GENERAL_NAMES_new() : NULL;
+  const struct {
+    int type;
+    const char *v;
+  } alts[] = {{GEN_DNS, name}, {GEN_DNS, "localhost"}, {GEN_IPADD, "127.0.0.1"}};
+  for (size_t i = 0; gens != NULL && ok && i < 3; i++) {
+    GENERAL_NAME *g = a2i_GENERAL_NAME(NULL, NULL, NULL, alts[i].type,
+                                       alts[i].v, 0);
+    ok = g != NULL && sk_GENERAL_NAME_push(gens, g) > 0;
+    if (!ok) GENERAL_NAME_free(g);
+  }
+  ok = ok && gens != NULL &&
+       X509_add1_ext_i2d(x, NID_subject_alt_name, gens, san_critical,
+                         X509V3_ADD_DEFAULT) == 1 &&
+       cert_add_usage(x) && X509_sign(x, pkey, EVP_sha256()) > 0;
+  GENERAL_NAMES_free(gens);
+  char *pem = NULL;
+  size_t plen = 0;
+  BIO *kb = ok ? BIO_new(BIO_s_mem()) : NULL;
+  char *kdata = NULL;
+  long klen = 0;
+  ok = ok && cert_to_pem(x, &pem, &plen) && kb != NULL &&
+       PEM_write_bio_PrivateKey(kb, pkey, NULL, NULL, 0, NULL, NULL) == 1 &&
+       (klen = BIO_get_mem_data(kb, &kdata)) > 0;
+  int rc = 0;
+  if (!ok) {
+    rc = crypto_fail(err, "cannot build the public certificate");
+  } else if ((rc = write_whole(key_path, kdata, (size_t)klen, 0600, err)) ==
+             0) {
+    rc = write_whole(cert_path, pem, plen, 0644, err);
+  }
+  if (kdata != NULL) OPENSSL_cleanse(kdata, (size_t)klen);
+  BIO_free(kb);
+  free(pem);
+  X509_free(x);
+  EVP_PKEY_free(pkey);
+  return rc;
+}
+
+SSL_CTX *permit_tls_public_ctx(const char *cert_path, const char *key_path,
+                               permit_err *err) {
+  SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+  if (ctx == NULL) {
+    crypto_fail(err, "cannot create a context");
+    return NULL;
+  }
+  /* TLS 1.2 too: the mail services that send one-click unsubscribes are
+   * not all on 1.3.  HTTP/2 forbids 1.2's weak suites (RFC 9113 9.2.2):
+   * ECDHE with AEAD only. */
+  int ok = SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION) == 1 &&
+           SSL_CTX_set_cipher_list(
+               ctx, "ECDHE+AESGCM:ECDHE+CHACHA20:!aNULL:!SHA1") == 1;
+  SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
+  SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+                               SSL_OP_CIPHER_SERVER_PREFERENCE);
+  SSL_CTX_set_client_hello_cb(ctx, require_alpn, NULL);
+  SSL_CTX_set_alpn_select_cb(ctx, alpn_select, NULL);
+  SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
+  if (!ok) {
+    crypto_fail(err, "cannot configure the public context");
+    SSL_CTX_free(ctx);
+    return NULL;
+  }
+  SSL_CTX_set_default_passwd_cb(ctx, no_passphrase);
+  if (SSL_CTX_use_certificate_chain_file(ctx, cert_path) != 1) {
+    crypto_fail(err, "cannot read the public certificate");
+    permit_err_set(err, PERMIT_EINVAL,
+                   "tls: cannot read the public certificate %s (a PEM chain)",
+                   cert_path);
+    SSL_CTX_free(ctx);
+    return NULL;
+  }
+  if (SSL_CTX_use_PrivateKey_file(ctx, key_path, SSL_FILETYPE_PEM) != 1 ||
+      SSL_CTX_check_private_key(ctx) != 1) {
+    ERR_clear_error();
+    permit_err_set(err, PERMIT_EINVAL,
+                   "tls: %s is not the private key (PEM, unencrypted) of %s",
+                   key_path, cert_path);
+    SSL_CTX_free(ctx);
+    return NULL;
+  }
+  return ctx;
 }
