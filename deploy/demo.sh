@@ -5,7 +5,9 @@
 # (./permit-demo, or $PERMIT_DEMO_DIR); they are pinned to each other, the
 # venues define their lists, buyers opt in through the reseller's real
 # Checkout API, and each venue's node pulls, verifies and decrypts only its
-# own buyers.  The nodes keep running until Ctrl-C.
+# own buyers.  Then one buyer leaves a list through the reseller's
+# consent centre (HTTPS, HTTP/2), and the venue's list drops them.  The
+# nodes keep running until Ctrl-C.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 demo="${PERMIT_DEMO_DIR:-$PWD/permit-demo}"
@@ -41,7 +43,7 @@ for i in 0 1 2; do
   if [ ! -f "$demo/$n/permit.conf" ]; then
     "$ctl" init --name "$n" --role "${roles[$i]}" --data "$demo/$n" \
       --peer-addr "127.0.0.1:$(free_port)" --api-addr "127.0.0.1:$(free_port)" \
-      --consent-url "https://127.0.0.1:7444/consent" | sed "s/^/  /"
+      --public-addr "127.0.0.1:$(free_port)" | sed "s/^/  /"
   fi
 done
 
@@ -88,8 +90,9 @@ optin() { # order email given family venue list
   local ver
   ver=$(sed -nE "s/^$6 .* notice v([0-9]+):.*/\1/p" "$demo/offers-$5.txt")
   "$ctl" optin --data "$demo/tixly.example" --order "$1" --email "$2" \
-    --given "$3" --family "$4" --venue "$5" --list "$6" --notice-version "$ver" |
-    sed "s/^/  $2 -> $5: /"
+    --given "$3" --family "$4" --venue "$5" --list "$6" --notice-version "$ver" \
+    >"$demo/optin-$1.txt" || true
+  sed "s/^/  $2 -> $5: /" "$demo/optin-$1.txt"
 }
 optin T-1001 ada@example.com Ada Lovelace fillmore.example newsletter
 optin T-1002 grace@example.org Grace Hopper fillmore.example newsletter
@@ -109,6 +112,32 @@ for pair in fillmore.example:newsletter:2 bluenote.example:jazz:2; do
   cat "$demo/$v-$list.csv"
 done
 
+say "Ada leaves The Fillmore's list in the reseller's consent centre"
+link=$(sed -nE 's/^consent link: //p' "$demo/optin-T-1001.txt")
+record=$(sed -nE 's/^(created|already active:) record ([0-9a-f]+).*/\2/p' "$demo/optin-T-1001.txt" | head -1)
+origin=$(sed -E 's#^(https://[^/]+)/.*#\1#' <<<"$link")
+echo "  her consent link (from the confirmation email): $link"
+# The self-signed certificate of the demo: -k.  What a browser does: GET
+# the page, POST its form (same origin, with the page's csrf field).
+curl -sk --http2 "$link" -o "$demo/consent-before.html"
+csrf=$(sed -nE 's/.*name="csrf" value="([^"]+)".*/\1/p' "$demo/consent-before.html" | head -1)
+echo "  the page lists: $(grep -o 'data-record="[0-9a-f]*" data-state="[^"]*"' "$demo/consent-before.html" | sed 's/data-record="\([0-9a-f]\{8\}\)[^"]*"/record \1.../' | tr '\n' ';')"
+code=$(curl -sk --http2 -o /dev/null -w '%{http_code}' -H "Origin: $origin" \
+  --data-urlencode "csrf=$csrf" --data-urlencode "record=$record" "$link/withdraw")
+echo "  withdraw button pressed: HTTP $code (303: done, back to the page)"
+for _ in $(seq 100); do
+  "$ctl" contacts export --data "$demo/fillmore.example" --list newsletter \
+    --out "$demo/fillmore.example-newsletter-after.csv" 2>/dev/null &&
+    ! grep -q '^ada@example.com,' "$demo/fillmore.example-newsletter-after.csv" && break
+  sleep 0.05
+done
+echo "-- fillmore.example, list newsletter, before:"
+cut -d, -f1-3,8 "$demo/fillmore.example-newsletter.csv"
+echo "-- and after Ada's withdrawal reached the venue ($demo/fillmore.example-newsletter-after.csv):"
+cut -d, -f1-3,8 "$demo/fillmore.example-newsletter-after.csv"
+curl -sk --http2 "$link" -o "$demo/consent-after.html"
+echo "  her consent page now: $(grep -o 'data-state="[^"]*"' "$demo/consent-after.html" | tr '\n' ' ')"
+
 say "sync state as the reseller sees it"
 "$ctl" peer list --data "$demo/tixly.example"
 
@@ -119,7 +148,10 @@ Talk to the nodes with permitctl (in $root/build), for example:
     --venue fillmore.example --list newsletter --notice-version 1
   permitctl contacts export --data $demo/fillmore.example --list newsletter
   permitctl peer list --data $demo/fillmore.example
+  permitctl unsubscribe --data $demo/bluenote.example --email ada@example.com --list jazz
   curl -s --http2-prior-knowledge http://127.0.0.1:$(sed -E 's/.*"api": ([0-9]+).*/\1/' "$demo/tixly.example/ports.json")/metrics
+Ada's consent centre (self-signed certificate: accept it in the browser):
+  $link
 Press Ctrl-C to stop the nodes.
 MSG
 wait

@@ -23,8 +23,9 @@ if ! command -v node >/dev/null 2>&1; then
   test+=(nodejs npm)
 fi
 
-# The demo picks free ports with python3.
-demo=(python3)
+# The demo picks free ports with python3 and presses the consent
+# centre's button with curl (HTTP/2).
+demo=(python3 curl)
 
 case "${1:-test}" in
   build) want=("${build[@]}") ;;
