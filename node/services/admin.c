@@ -433,6 +433,20 @@ out:
   return status;
 }
 
+/* True when the sync stopped |issuer|'s log for equivocation (it keeps
+ * "equivocation/<issuer>/<n>" in the checkpoints column family). */
+static int equivocated(permit_admin *a, const char *issuer) {
+  char key[32 + PERMIT_NAME_MAX];
+  int kl = snprintf(key, sizeof key, "equivocation/%s/0", issuer);
+  uint8_t *v = NULL;
+  size_t vl = 0;
+  if (permit_store_get(permit_node_store(a->node), PERMIT_CF_CHECKPOINTS, key,
+                       (size_t)kl, &v, &vl, NULL) != 0)
+    return 0;
+  free(v);
+  return 1;
+}
+
 static void get_proof(permit_call *c, const uint8_t *msg, size_t len) {
   permit_admin *a = permit_call_method_arg(c);
   Permit__V1__GetProofRequest *req =
@@ -467,6 +481,15 @@ static void get_proof(permit_call *c, const uint8_t *msg, size_t len) {
   if (status == PERMIT_GRPC_OK)
     status = proof_find(a, req->email, req->list_id, req->issuer, &pp, why,
                         sizeof why);
+  if (status == PERMIT_GRPC_OK && equivocated(a, pp.peer.name)) {
+    /* The issuer signed two views of its log: no proof from it can be
+     * trusted any more, whatever this copy says.  The evidence stays. */
+    status = PERMIT_GRPC_FAILED_PRECONDITION;
+    snprintf(why, sizeof why,
+             "the log from %s is stopped for equivocation (two signed "
+             "views of it are kept as evidence): no proof is given from it",
+             pp.peer.name);
+  }
   if (status == PERMIT_GRPC_OK)
     status = proof_gather(a, req->list_id, &pp, why, sizeof why);
   if (status != PERMIT_GRPC_OK) {

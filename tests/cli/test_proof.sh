@@ -201,6 +201,15 @@ done
 wait_for '"event":"sync.equivocation"' "$f2/$V.log" 10 || fail "no sync.equivocation event"
 grep -q "(EQUIVOCATION)" "$f2/peers" || fail "peer list does not flag it: $(cat "$f2/peers")"
 ok "the venue caught the rewritten history: $(grep -o 'stopped: equivocation[^;]*' "$f2/peers" | head -1)"
+# No proof is given from a log stopped for equivocation.
+ctl contacts export --data "$f2/$V" --list newsletter >"$f2/list.csv" || fail "export after equivocation"
+held=$(sed -n '2p' "$f2/list.csv" | cut -d, -f1)
+if [ -n "$held" ]; then
+  rc=0; ctl proof --data "$f2/$V" --email "$held" --list newsletter >/dev/null 2>"$f2/err" || rc=$?
+  [ "$rc" = 1 ] && grep -q "FAILED_PRECONDITION.*equivocation" "$f2/err" ||
+    fail "a proof from an equivocating log was given (rc $rc): $(cat "$f2/err")"
+  ok "no proof from the stopped log: $(head -c 160 "$f2/err")"
+fi
 for n in $R $V; do stop_node "${pid[$f2/$n]}"; done
 ok "both nodes stopped cleanly"
 echo "$pass_count passed, 0 failed"
