@@ -52,7 +52,6 @@
 #define ORDER_REF_MAX 128
 #define USER_AGENT_MAX 512
 #define IP_PREFIX_MAX 64
-#define CONSENT_LINK_DAYS 365
 #define FLIGHT_BUCKETS 256
 #define OPT_IN_METHOD "checkout-checkbox"
 #define LINK_MAX PERMIT_LINK_MAX

@@ -684,8 +684,12 @@ static void show_page(permit_consent *co, permit_call *c, const char *token,
                              .flash = flash,
                              .items = items,
                              .n = r.n};
-    permit_web_consent_page(b, &p);
-    permit_web_send_page(c, 200, b);
+    /* A page that cannot be made is an error, never an empty 200. */
+    if (permit_web_consent_page(b, &p) != 0)
+      permit_web_send_message(c, 503, "Please try again",
+                              "Your choices cannot be shown right now.");
+    else
+      permit_web_send_page(c, 200, b);
   }
   for (size_t i = 0; sh != NULL && i < r.n; i++) {
     free(sh[i].title);
@@ -807,9 +811,13 @@ static void consent_web(permit_call *c, const permit_http_request *r) {
       permit_web_send_message(c, 503, "Please try again", "Out of memory.");
       return;
     }
-    permit_web_erase_confirm_page(b, permit_node_name(co->n), action_path,
-                                  csrf);
-    permit_web_send_page(c, 200, b);
+    if (permit_web_erase_confirm_page(b, permit_node_name(co->n),
+                                      action_path, csrf) != 0)
+      permit_web_send_message(c, 503, "Please try again",
+                              "This page cannot be shown right now; nothing "
+                              "was changed.");
+    else
+      permit_web_send_page(c, 200, b);
     evbuffer_free(b);
     return;
   }

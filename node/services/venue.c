@@ -484,6 +484,25 @@ static void unsub_work(void *arg, int cancelled) {
   permit_job_done(op->job);
 }
 
+/* The unsubscribe page, or a 503 message when it cannot be made (never
+ * an empty 200: a person would not know whether it worked). */
+static void send_unsub_page(permit_call *c, const char *venue,
+                            const char *list_id, const char *action,
+                            int done) {
+  struct evbuffer *b = evbuffer_new();
+  if (b == NULL ||
+      permit_web_unsubscribe_page(b, venue, list_id, action, done) != 0) {
+    if (b != NULL) evbuffer_free(b);
+    permit_web_send_message(c, 503, "Please try again",
+                            done ? "You are unsubscribed, but this page "
+                                   "could not be shown."
+                                 : "This page could not be shown.");
+    return;
+  }
+  permit_web_send_page(c, 200, b);
+  evbuffer_free(b);
+}
+
 static void unsub_answer(permit_call *c, void *data) {
   unsub_op *op = data;
   if (op->web) {
@@ -491,15 +510,9 @@ static void unsub_answer(permit_call *c, void *data) {
       permit_web_send_message(c, 503, "Please try again", op->msg);
       return;
     }
-    struct evbuffer *b = evbuffer_new();
-    if (b == NULL) {
-      permit_web_send_message(c, 503, "Please try again", "Out of memory.");
-      return;
-    }
-    permit_web_unsubscribe_page(b, permit_node_name(op->v->n), op->list_id,
-                                "", 1);
-    permit_web_send_page(c, 200, b);
-    evbuffer_free(b);
+    /* The "done" page has no form, but its action must still be a path
+     * of ours: "" made the page fail and the answer an empty 200. */
+    send_unsub_page(c, permit_node_name(op->v->n), op->list_id, "/u/", 1);
     return;
   }
   if (op->status != PERMIT_GRPC_OK) {
@@ -633,15 +646,7 @@ static void unsub_web(permit_call *c, const permit_http_request *r) {
   }
   if (strcmp(r->method, "POST") != 0) {
     /* A GET (a link scanner, a prefetch) never unsubscribes. */
-    struct evbuffer *b = evbuffer_new();
-    if (b == NULL) {
-      permit_web_send_message(c, 503, "Please try again", "Out of memory.");
-      return;
-    }
-    permit_web_unsubscribe_page(b, permit_node_name(v->n), list_id, r->path,
-                                0);
-    permit_web_send_page(c, 200, b);
-    evbuffer_free(b);
+    send_unsub_page(c, permit_node_name(v->n), list_id, r->path, 0);
     return;
   }
   permit_form_field f[4];
