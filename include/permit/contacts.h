@@ -120,6 +120,10 @@ int permit_contacts_txn_unsubscribe(permit_contacts_txn *t,
 size_t permit_contacts_txn_prunes(const permit_contacts_txn *t,
                                   const uint64_t **seqs);
 
+/* Whether erasures staged in |t| keep the contact for its one hand-over
+ * on the feed (the default) or shred it at once. */
+void permit_contacts_txn_handover(permit_contacts_txn *t, int on);
+
 /* The number of changes staged so far. */
 uint64_t permit_contacts_txn_changes(const permit_contacts_txn *t);
 

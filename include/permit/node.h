@@ -55,6 +55,10 @@ typedef struct permit_node_config {
   const char *data_dir; /* keys/, db/, permit.lock */
   const char *endpoint; /* advertised host:port of the peer listener */
   const char *consent_base_url; /* for consent-centre links */
+  /* Hours an erased contact is kept, sealed under a one-time key, for
+   * its one hand-over on WatchContacts; 0: the default, 24; negative:
+   * shredded at once, no hand-over. */
+  int erased_handover_hours;
 } permit_node_config;
 
 /*
@@ -69,6 +73,12 @@ void permit_node_close(permit_node *n);
 const char *permit_node_name(const permit_node *n);
 int permit_node_roles(const permit_node *n);
 const char *permit_node_consent_base(const permit_node *n);
+/* See permit_node_config.erased_handover_hours (0: none). */
+int64_t permit_node_handover_ms(const permit_node *n);
+/* The title of this venue's list |list_id| (the id when untitled);
+ * PERMIT_ENOTFOUND when it is not defined here. */
+int permit_node_list_title(permit_node *n, const char *list_id, char *out,
+                           size_t cap);
 const permit_sign_key *permit_node_sign_key(const permit_node *n);
 const permit_kx_key *permit_node_seal_key(const permit_node *n);
 permit_store *permit_node_store(permit_node *n);

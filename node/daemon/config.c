@@ -17,6 +17,7 @@ void permit_config_defaults(permit_config *c) {
   snprintf(c->data, sizeof c->data, "./permit-data");
   snprintf(c->peer_listen, sizeof c->peer_listen, "127.0.0.1:7443");
   snprintf(c->api_listen, sizeof c->api_listen, "127.0.0.1:7080");
+  c->erased_handover_hours = 24;
   permit_server_limits_default(&c->lim);
 }
 
@@ -150,6 +151,15 @@ static int on_key(void *arg, const char *sec, const char *key,
                key);
       return 0;
     }
+  } else if (IS("consent", "erased_handover_hours")) {
+    char *end;
+    long h = strtol(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || h < 0 || h > 720) {
+      snprintf(lc->why, sizeof lc->why,
+               "consent.erased_handover_hours must be 0 to 720");
+      return 0;
+    }
+    c->erased_handover_hours = (int)h;
   } else if (IS("consent", "base_url")) {
     if (!set_str(c->consent_base, sizeof c->consent_base, v) ||
         strncmp(v, "https://", 8) != 0) {
@@ -248,6 +258,11 @@ int permit_config_write(const char *path, const permit_config *c, char *err,
       "# (<base_url>/c/...) and unsubscribe links (<base_url>/u/...) start\n"
       "# with it, and form posts must come from its origin.\n"
       "base_url = %s\n"
+      "# (audience) An erased buyer's contact is handed once to a\n"
+      "# WatchContacts watcher, so the venue's mailing tool can delete it;\n"
+      "# until then it is kept sealed under a one-time key, at most this\n"
+      "# many hours.  0: shredded at once, never handed over.\n"
+      "erased_handover_hours = %d\n"
       "\n"
       "[limits]\n"
       "# Largest gRPC message, bytes.\n"
@@ -266,6 +281,7 @@ int permit_config_write(const char *path, const permit_config *c, char *err,
       c->peer_endpoint[0] ? c->peer_endpoint : c->peer_listen, c->api_listen,
       c->api_tls ? "true" : "false", c->api_token, c->public_listen,
       c->consent_base[0] ? c->consent_base : "https://127.0.0.1",
+      c->erased_handover_hours,
       c->lim.max_message, c->lim.max_concurrent_streams,
       c->lim.max_header_list, c->lim.max_connections,
       c->lim.handshake_timeout_ms, c->lim.idle_timeout_ms);

@@ -20,6 +20,7 @@ typedef struct permit_config {
   char public_listen[300]; /* host:port; "" = no public listener */
   char public_cert[4096];  /* PEM chain; relative to the file's folder */
   char public_key[4096];   /* PEM key, unencrypted */
+  int erased_handover_hours; /* 0 to 720 */
   permit_server_limits lim;
 } permit_config;
 

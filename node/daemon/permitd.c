@@ -299,7 +299,11 @@ int main(int argc, char **argv) {
                              .roles = cfg->roles,
                              .data_dir = cfg->data,
                              .endpoint = cfg->peer_endpoint,
-                             .consent_base_url = cfg->consent_base};
+                             .consent_base_url = cfg->consent_base,
+                             .erased_handover_hours =
+                                 cfg->erased_handover_hours > 0
+                                     ? cfg->erased_handover_hours
+                                     : -1};
   if (permit_node_open(&ncfg, &node, &err) != 0) {
     permit_logf(PERMIT_LEVEL_ERROR,
                 err.code == PERMIT_EEXIST ? "data.locked" : "node.open_failed",

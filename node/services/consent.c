@@ -354,19 +354,41 @@ static int build_record(permit_node *n, const consent_entry *e,
   return permit_record_sign(&rec, permit_node_sign_key(n), out, len, err);
 }
 
+#define WITHDRAW_MAX 64 /* active opt-ins of one buyer on one list */
+
 typedef struct withdraw_ctx {
-  consent_entry *e;
-  const uint8_t *key;
-  const uint8_t *record_id;
+  const uint8_t *buyer;
+  consent_row *sel[WITHDRAW_MAX];
+  size_t n;
+  int64_t now;
 } withdraw_ctx;
 
 static int withdraw_extra(void *arg, uint64_t seq, permit_batch *b) {
   withdraw_ctx *wc = arg;
   (void)seq;
-  idem_put(b, wc->e, wc->record_id, PERMIT_IDEM_WITHDRAWN);
-  return entry_put(b, wc->key, wc->e);
+  for (size_t i = 0; i < wc->n; i++) {
+    consent_entry *e = wc->sel[i]->e;
+    uint8_t key[BOPT_KEY_LEN];
+    bopt_key(wc->buyer, wc->sel[i]->record_id, key);
+    char *was = e->state;
+    int64_t at = e->changed_at_ms;
+    e->state = "withdrawn";
+    e->changed_at_ms = wc->now;
+    idem_put(b, e, wc->sel[i]->record_id, PERMIT_IDEM_WITHDRAWN);
+    int rc = entry_put(b, key, e);
+    e->state = was;
+    e->changed_at_ms = at;
+    if (rc != 0) return rc;
+  }
+  return 0;
 }
 
+/*
+ * Withdraws the opt-in named, and with it every other active opt-in of
+ * the buyer on the same list of the same venue (from other orders): the
+ * button says "leave this list", and the venue's row holds only the
+ * newest of them.  One Withdrawal each, in one atomic append.
+ */
 static void do_withdraw(buyer_op *op) {
   permit_node *n = op->co->n;
   uint8_t key[BOPT_KEY_LEN];
@@ -391,29 +413,48 @@ static void do_withdraw(buyer_op *op) {
     permit__internal__consent_entry__free_unpacked(e, NULL);
     return;
   }
-  permit_log *log = permit_node_outbound(n, e->venue);
+  rows r = {0};
   permit_err err = {0};
-  uint8_t *entry = NULL;
-  size_t len = 0;
-  int64_t now = permit_now_ms();
-  uint64_t seq = 0;
+  withdraw_ctx wc = {.buyer = op->buyer, .now = permit_now_ms()};
+  permit_iov iov[WITHDRAW_MAX];
+  uint8_t *entries[WITHDRAW_MAX];
+  size_t ne = 0;
+  permit_log *log = permit_node_outbound(n, e->venue);
+  op->status = PERMIT_GRPC_OK;
   if (log == NULL) {
     op->status = PERMIT_GRPC_FAILED_PRECONDITION;
     snprintf(op->msg, sizeof op->msg, "the venue %s is no longer a peer",
              e->venue);
-  } else if (build_record(n, e, op->record_id, 0, now, &entry, &len, &err) !=
-             0) {
+  } else if (rows_load(n, op->buyer, &r, &err) != 0) {
     op->status = PERMIT_GRPC_INTERNAL;
-    snprintf(op->msg, sizeof op->msg, "cannot sign the withdrawal");
-    permit_logf(PERMIT_LEVEL_ERROR, "consent.sign_failed", "%s", err.msg);
-  } else {
-    char *was = e->state;
-    e->state = "withdrawn";
-    e->changed_at_ms = now;
-    withdraw_ctx wc = {e, key, op->record_id};
-    rc = permit_log_append(log, entry, len, withdraw_extra, &wc, &seq, &err);
-    e->state = was;
-    if (rc != 0) {
+    snprintf(op->msg, sizeof op->msg, "the buyer's consents cannot be read");
+  }
+  for (size_t i = 0; op->status == PERMIT_GRPC_OK && i < r.n; i++) {
+    consent_row *row = &r.v[i];
+    if (strcmp(row->e->venue, e->venue) != 0 ||
+        strcmp(row->e->list_id, e->list_id) != 0 ||
+        strcmp(row->e->state, "active") != 0 || wc.n == WITHDRAW_MAX)
+      continue;
+    size_t len = 0;
+    if (build_record(n, row->e, row->record_id, 0, wc.now, &entries[ne],
+                     &len, &err) != 0) {
+      op->status = PERMIT_GRPC_INTERNAL;
+      snprintf(op->msg, sizeof op->msg, "cannot sign the withdrawal");
+      permit_logf(PERMIT_LEVEL_ERROR, "consent.sign_failed", "%s", err.msg);
+      break;
+    }
+    iov[ne].base = entries[ne];
+    iov[ne].len = len;
+    ne++;
+    wc.sel[wc.n++] = row;
+  }
+  uint64_t first = 0;
+  if (op->status == PERMIT_GRPC_OK && ne == 0) {
+    op->status = PERMIT_GRPC_INTERNAL;
+    snprintf(op->msg, sizeof op->msg, "the opt-in vanished meanwhile");
+  } else if (op->status == PERMIT_GRPC_OK) {
+    if (permit_log_append_many(log, iov, ne, withdraw_extra, &wc, &first,
+                               &err) != 0) {
       op->status = PERMIT_GRPC_UNAVAILABLE;
       snprintf(op->msg, sizeof op->msg,
                "the withdrawal could not be stored durably; retry");
@@ -422,15 +463,16 @@ static void do_withdraw(buyer_op *op) {
       char hex[2 * PERMIT_RECORD_ID_LEN + 1];
       permit_hex_encode(op->record_id, PERMIT_RECORD_ID_LEN, hex);
       permit_logf(PERMIT_LEVEL_INFO, "consent.withdrawn",
-                  "opt-in %s withdrawn by the buyer: entry %llu to %s", hex,
-                  (unsigned long long)seq, e->venue);
+                  "opt-in %s withdrawn by the buyer (%zu on that list): "
+                  "entries %llu.. to %s",
+                  hex, ne, (unsigned long long)first, e->venue);
       permit_node_grew(n, e->venue);
-      op->status = PERMIT_GRPC_OK;
       op->changed = 1;
-      op->at_ms = now;
+      op->at_ms = wc.now;
     }
   }
-  free(entry);
+  for (size_t i = 0; i < ne; i++) free(entries[i]);
+  rows_free(&r);
   permit__internal__consent_entry__free_unpacked(e, NULL);
 }
 

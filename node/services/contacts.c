@@ -215,7 +215,12 @@ struct permit_contacts_txn {
   size_t n, cap;
   uint64_t *prunes; /* entries of the issuer's log to prune */
   size_t nprunes, prune_cap;
+  int no_handover;  /* erasures shred at once, no farewell */
 };
+
+void permit_contacts_txn_handover(permit_contacts_txn *t, int on) {
+  t->no_handover = !on;
+}
 
 int permit_contacts_txn_new(permit_store *s, permit_contacts_txn **out,
                             permit_err *err) {
@@ -712,7 +717,8 @@ int permit_contacts_txn_erase(permit_contacts_txn *t,
   memcpy(ik + pl, rec->list_id, ll);
   uint8_t *farewell = NULL;
   size_t fl = 0;
-  rc = farewell_seal(t, sc, rk, rkl, t->head + 1, &farewell, &fl, err);
+  if (!t->no_handover)
+    rc = farewell_seal(t, sc, rk, rkl, t->head + 1, &farewell, &fl, err);
   size_t count = 0;
   if (rc == 0 && (stage(t, rk, rkl, NULL, 0, 1) != 0 ||
                   stage(t, ik, pl + ll, NULL, 0, 1) != 0))

@@ -29,6 +29,7 @@ struct permit_node {
   char *cert;
   uint8_t secret[32];
   uint8_t token_secret[32]; /* MACs consent and unsubscribe links */
+  int64_t handover_ms;      /* how long an erased contact waits */
   pthread_rwlock_t peers_lock;
   peer_slot *peers;
   size_t npeers;
@@ -44,6 +45,9 @@ struct permit_node {
 
 const char *permit_node_name(const permit_node *n) { return n->name; }
 int permit_node_roles(const permit_node *n) { return n->roles; }
+int64_t permit_node_handover_ms(const permit_node *n) {
+  return n->handover_ms;
+}
 const char *permit_node_consent_base(const permit_node *n) {
   return n->consent_base;
 }
@@ -260,6 +264,11 @@ int permit_node_open(const permit_node_config *cfg, permit_node **out,
   snprintf(n->consent_base, sizeof n->consent_base, "%s",
            cfg->consent_base_url ? cfg->consent_base_url : "");
   n->roles = cfg->roles;
+  n->handover_ms = cfg->erased_handover_hours == 0
+                       ? 24LL * 3600 * 1000
+                       : cfg->erased_handover_hours < 0
+                             ? 0
+                             : (int64_t)cfg->erased_handover_hours * 3600 * 1000;
   int rc;
   char path[4200];
   size_t certlen;
@@ -436,6 +445,17 @@ static int list_get(permit_node *n, const char *list_id,
   if (*out == NULL)
     return permit_err_set(err, PERMIT_ECORRUPT, "stored list %s is damaged",
                           list_id);
+  return 0;
+}
+
+int permit_node_list_title(permit_node *n, const char *list_id, char *out,
+                           size_t cap) {
+  Permit__V1__CatalogList *l = NULL;
+  if (cap == 0 || permit_list_id_validate(list_id, NULL) != 0 ||
+      list_get(n, list_id, &l, NULL) != 0)
+    return PERMIT_ENOTFOUND;
+  snprintf(out, cap, "%s", l->title[0] ? l->title : list_id);
+  permit__v1__catalog_list__free_unpacked(l, NULL);
   return 0;
 }
 

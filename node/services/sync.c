@@ -53,10 +53,11 @@
  * peer that vanished without closing would otherwise hold it forever. */
 #define SILENT_MS 300000
 #define PENDING_CP_MAX 16
-/* An erased contact waits this long for a WatchContacts watcher to be
- * handed it once, then is forgotten unseen; checked this often. */
-#define FAREWELL_KEEP_MS (7LL * 24 * 3600 * 1000)
-#define FAREWELL_CHECK_MS (3600 * 1000)
+/* An erased contact waits permit_node_handover_ms() for a WatchContacts
+ * watcher to be handed it once, then is forgotten unseen; checked a few
+ * times in that span, at most hourly. */
+#define FAREWELL_CHECK_MAX_MS (3600LL * 1000)
+#define FAREWELL_CHECK_MIN_MS (60LL * 1000)
 #define STATE_MAX 320
 #define VERIFY_THREADS_MAX 8
 #define VERIFY_PER_THREAD 32 /* fewer entries than this: one thread */
@@ -692,6 +693,7 @@ static int apply_entries(peer_link *l, const item *items, size_t n,
       local_failure(l, "reading contacts", err.msg);
       goto out;
     }
+    permit_contacts_txn_handover(t, permit_node_handover_ms(s->n) > 0);
     for (size_t i = 0; i < ok; i++) {
       const Permit__V1__Record *rec = v[i].rec;
       int applied = 1, rc = 0;
@@ -1255,15 +1257,19 @@ static void on_purge(evutil_socket_t fd, short what, void *arg) {
   (void)fd, (void)what;
   size_t purged = 0;
   permit_err err = {0};
+  int64_t keep = permit_node_handover_ms(s->n);
   if (permit_contacts_farewell_purge(permit_node_store(s->n),
-                                     permit_now_ms() - FAREWELL_KEEP_MS,
-                                     &purged, &err) != 0)
+                                     permit_now_ms() - keep, &purged,
+                                     &err) != 0)
     permit_logf(PERMIT_LEVEL_ERROR, "contacts.purge_failed", "%s", err.msg);
   else if (purged > 0)
     permit_logf(PERMIT_LEVEL_INFO, "contacts.farewells_purged",
                 "%zu erased contacts were never watched and are forgotten",
                 purged);
-  struct timeval tv = {FAREWELL_CHECK_MS / 1000, 0};
+  int64_t every = keep / 4;
+  if (every > FAREWELL_CHECK_MAX_MS) every = FAREWELL_CHECK_MAX_MS;
+  if (every < FAREWELL_CHECK_MIN_MS) every = FAREWELL_CHECK_MIN_MS;
+  struct timeval tv = {(time_t)(every / 1000), 0};
   evtimer_add(s->purge_tm, &tv);
 }
 

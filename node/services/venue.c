@@ -486,12 +486,15 @@ static void unsub_work(void *arg, int cancelled) {
 
 /* The unsubscribe page, or a 503 message when it cannot be made (never
  * an empty 200: a person would not know whether it worked). */
-static void send_unsub_page(permit_call *c, const char *venue,
+static void send_unsub_page(permit_call *c, permit_node *n,
                             const char *list_id, const char *action,
                             int done) {
+  char title[512];
+  if (permit_node_list_title(n, list_id, title, sizeof title) != 0)
+    snprintf(title, sizeof title, "%s", list_id);
   struct evbuffer *b = evbuffer_new();
-  if (b == NULL ||
-      permit_web_unsubscribe_page(b, venue, list_id, action, done) != 0) {
+  if (b == NULL || permit_web_unsubscribe_page(b, permit_node_name(n), title,
+                                               action, done) != 0) {
     if (b != NULL) evbuffer_free(b);
     permit_web_send_message(c, 503, "Please try again",
                             done ? "You are unsubscribed, but this page "
@@ -512,7 +515,7 @@ static void unsub_answer(permit_call *c, void *data) {
     }
     /* The "done" page has no form, but its action must still be a path
      * of ours: "" made the page fail and the answer an empty 200. */
-    send_unsub_page(c, permit_node_name(op->v->n), op->list_id, "/u/", 1);
+    send_unsub_page(c, op->v->n, op->list_id, "/u/", 1);
     return;
   }
   if (op->status != PERMIT_GRPC_OK) {
@@ -646,7 +649,7 @@ static void unsub_web(permit_call *c, const permit_http_request *r) {
   }
   if (strcmp(r->method, "POST") != 0) {
     /* A GET (a link scanner, a prefetch) never unsubscribes. */
-    send_unsub_page(c, permit_node_name(v->n), list_id, r->path, 0);
+    send_unsub_page(c, v->n, list_id, r->path, 0);
     return;
   }
   permit_form_field f[4];

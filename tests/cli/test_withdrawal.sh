@@ -636,6 +636,22 @@ code=$(web GET "$furl" "$tmp/f.html")
 lap
 ok "after rotate-link-secret old consent links, their forms and Buyer calls, and old one-click URLs are refused; new ones and unrotated $F's work ($lap)"
 
+# ---- "leave this list" leaves it, whatever orders joined it ----
+optin lena2 L-3 lena@example.com Lena Horne $F newsletter
+page "${link[lena2]}" "$tmp/lena2.html"
+[ "$(state_of "$tmp/lena2.html" "${rec[lena]}")" = active ] &&
+  [ "$(state_of "$tmp/lena2.html" "${rec[lena2]}")" = active ] || fail "lena's two opt-ins are not both active"
+util buyer "$api_r" withdraw "${link[lena2]##*/c/}" "${rec[lena]}" >"$tmp/out" 2>"$tmp/err" ||
+  fail "Buyer/Withdraw: $(cat "$tmp/err")"
+page "${link[lena2]}" "$tmp/lena2.html"
+[ "$(state_of "$tmp/lena2.html" "${rec[lena]}")" = withdrawn ] &&
+  [ "$(state_of "$tmp/lena2.html" "${rec[lena2]}")" = withdrawn ] ||
+  fail "leaving the list left an opt-in of another order active"
+until_ok 10 "$F still exports lena after she left the list" not_exported $F newsletter lena@example.com
+exported $B jazz lena@example.com || fail "leaving $F's list touched $B's"
+lap
+ok "leaving a list withdraws every active opt-in of the buyer on it (two orders), not the other venue's ($lap)"
+
 for n in $nodes; do stop $n; done
 lap
 ok "all nodes stopped cleanly ($lap)"

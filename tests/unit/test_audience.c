@@ -607,10 +607,27 @@ static void test_contacts_store(void) {
   CHECK(permit_contacts_changes(st, 0, feed_one, &f, &err) == 0 && f.n == 6);
   for (int i = 0; i < 6 && i < f.n; i++)
     CHECKF(f.emails[i][0] == '\0', "change %d still shows an email", i + 1);
+  /* With the hand-over off (erased_handover_hours = 0) an erasure shreds
+   * at once: its change carries no contact, no one-time key is kept. */
+  CHECK(permit_contacts_txn_new(st, &t, &err) == 0);
+  r.list_id = "c";
+  CHECK(permit_contacts_txn_opt_in(t, &r, &c, 8, &err) == 0);
+  txn_commit(st, t);
+  CHECK(permit_contacts_txn_new(st, &t, &err) == 0);
+  permit_contacts_txn_handover(t, 0);
+  er.list_id = "c";
+  CHECK(permit_contacts_txn_erase(t, &er, 9, &applied, &err) == 0 && applied);
+  txn_commit(st, t);
   memset(&f, 0, sizeof f);
-  CHECK(permit_contacts_changes(st, 4, feed_one, &f, &err) == 0 && f.n == 2);
+  CHECK(permit_contacts_changes(st, 6, feed_one, &f, &err) == 0 && f.n == 2 &&
+        strcmp(f.kinds[1], "erased") == 0 && f.emails[1][0] == '\0');
+  size_t purged = 1;
+  CHECK(permit_contacts_farewell_purge(st, INT64_MAX, &purged, &err) == 0 &&
+        purged == 0);
+  memset(&f, 0, sizeof f);
+  CHECK(permit_contacts_changes(st, 4, feed_one, &f, &err) == 0 && f.n == 4);
   uint64_t head;
-  CHECK(permit_contacts_head(st, &head, &err) == 0 && head == 6);
+  CHECK(permit_contacts_head(st, &head, &err) == 0 && head == 8);
 
   /* Bad contacts are refused by name, not by value. */
   Permit__V1__Contact bad = PERMIT__V1__CONTACT__INIT;
