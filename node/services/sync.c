@@ -508,10 +508,11 @@ static void keep_newest(peer_link *l, const uint8_t *cp, size_t cplen,
   size_t kl = cp_key(l->peer.name, key, sizeof key);
   permit_batch *b = permit_batch_new(st);
   permit_err err;
-  /* Not synced: after a crash an older one serves until the next. */
+  /* Synced: proofs are built on it, and after a crash it must still be
+   * the one the mirror was checked against. */
   if (b != NULL) {
     permit_batch_put(b, PERMIT_CF_CHECKPOINTS, key, kl, cp, cplen);
-    if (permit_store_write(st, b, 0, &err) == 0) {
+    if (permit_store_write(st, b, 1, &err) == 0) {
       l->have_newest = 1;
       l->newest_size = size;
       l->newest_ts = ts;
@@ -613,6 +614,53 @@ static int apply_checkpoint(peer_link *l, const item *it) {
 
 /* ---- applying entries ---- */
 
+/* Notices already checked in one batch: (list, version) -> known. */
+#define NOTICE_MEMO 16
+typedef struct notice_memo {
+  char list_id[PERMIT_LIST_ID_MAX + 1];
+  uint32_t version;
+  uint8_t sha[PERMIT_SHA256_LEN];
+  int known;
+} notice_memo;
+
+/*
+ * Whether the opt-in |rec| names a list this venue defines and a notice
+ * it published: that version's text (kept at "notice/<list>/" ||
+ * BE32(version)) hashes to the record's notice_sha256.
+ */
+static int notice_known(permit_node *n, notice_memo *memo, size_t *nmemo,
+                        const Permit__V1__Record *rec) {
+  const Permit__V1__OptIn *o = rec->opt_in;
+  if (o->notice_sha256.len != PERMIT_SHA256_LEN) return 0;
+  for (size_t i = 0; i < *nmemo; i++)
+    if (memo[i].version == o->notice_version &&
+        strcmp(memo[i].list_id, rec->list_id) == 0)
+      return memo[i].known &&
+             memcmp(memo[i].sha, o->notice_sha256.data, PERMIT_SHA256_LEN) ==
+                 0;
+  char key[16 + PERMIT_LIST_ID_MAX];
+  int kl = snprintf(key, sizeof key, "notice/%s/", rec->list_id);
+  if (kl < 0 || (size_t)kl + 4 > sizeof key) return 0;
+  uint32_t v = o->notice_version;
+  key[kl] = (char)(v >> 24);
+  key[kl + 1] = (char)(v >> 16);
+  key[kl + 2] = (char)(v >> 8);
+  key[kl + 3] = (char)v;
+  uint8_t *text = NULL;
+  size_t tl = 0;
+  notice_memo m = {.version = v};
+  snprintf(m.list_id, sizeof m.list_id, "%s", rec->list_id);
+  if (permit_store_get(permit_node_store(n), PERMIT_CF_DEFAULT, key,
+                       (size_t)kl + 4, &text, &tl, NULL) == 0) {
+    permit_iov iov = {text, tl};
+    m.known = permit_sha256(&iov, 1, m.sha) == 0;
+    free(text);
+  }
+  if (*nmemo < NOTICE_MEMO) memo[(*nmemo)++] = m;
+  return m.known &&
+         memcmp(m.sha, o->notice_sha256.data, PERMIT_SHA256_LEN) == 0;
+}
+
 /* What an applied batch writes besides its entries. */
 typedef struct apply_extra {
   peer_link *l;
@@ -677,7 +725,8 @@ static int apply_entries(peer_link *l, const item *items, size_t n,
   verified *v = calloc(n, sizeof *v);
   permit_iov *iov = calloc(n, sizeof *iov);
   const Permit__V1__Record **ours = calloc(n, sizeof *ours);
-  size_t nours = 0, npruned = 0;
+  size_t nours = 0, npruned = 0, nmemo = 0;
+  notice_memo memo[NOTICE_MEMO];
   permit_contacts_txn *t = NULL;
   permit_err err = {0};
   int result = -1;
@@ -705,6 +754,18 @@ static int apply_entries(peer_link *l, const item *items, size_t n,
       }
       if (v[i].ours) {
         ours[nours++] = rec;
+        continue;
+      }
+      if (rec->kind_case == PERMIT__V1__RECORD__KIND_OPT_IN &&
+          !notice_known(s->n, memo, &nmemo, rec)) {
+        /* The entry stays in the log (evidence of what the issuer sent),
+         * but nobody joins a list on a notice this venue never showed. */
+        permit_logf(PERMIT_LEVEL_WARN, "sync.unknown_notice",
+                    "entry %llu from %s: an opt-in to list %s on notice "
+                    "version %u, which this node does not define with that "
+                    "text; the contact is not added",
+                    (unsigned long long)items[i].seq, l->peer.name,
+                    rec->list_id, rec->opt_in->notice_version);
         continue;
       }
       if (rec->kind_case == PERMIT__V1__RECORD__KIND_OPT_IN)

@@ -80,6 +80,7 @@ typedef struct optin {
   const char *given, *family;
   const char *audience;          /* NULL: the venue */
   const permit_sign_key *signer; /* NULL: the issuer's key */
+  uint32_t notice_version;       /* 0: 1, the version defined */
   uint8_t record_id[16];         /* out */
 } optin;
 
@@ -140,7 +141,7 @@ static uint8_t *make_optin(optin *o, size_t *len) {
 
   Permit__V1__OptIn oi = PERMIT__V1__OPT_IN__INIT;
   permit_random(order, sizeof order);
-  oi.notice_version = 1;
+  oi.notice_version = o->notice_version ? o->notice_version : 1;
   oi.notice_sha256.data = g_notice_sha;
   oi.notice_sha256.len = 32;
   oi.collected_at_ms = permit_now_ms();
@@ -913,6 +914,20 @@ static void test_forgeries(void) {
   expect_changes++;
   CHECK(wait_for(caught_up, NULL, 30));
   CHECK(feed_head() == expect_changes);
+
+  /* An opt-in on a notice version the venue never published: the entry
+   * is kept (the log stays whole), nobody is added. */
+  optin stale = {.email = "unshown@example.com", .given = "Unshown",
+                 .notice_version = 9};
+  issue_optin(&stale);
+  CHECK(wait_for(caught_up, NULL, 30));
+  CHECK(feed_head() == expect_changes);
+  venue_contacts(1, &after);
+  for (int i = 0; i < after.n; i++)
+    CHECK(strstr(after.emails[i], "unshown") == NULL);
+  char st[400];
+  permit_sync_state(g_sync, ISSUER, st, sizeof st);
+  CHECKF(strstr(st, "stopped") == NULL, "state %s", st);
 }
 
 /* ---- the Venue service, over the local API ---- */
