@@ -16,6 +16,10 @@ test=(openssl python3)
 test+=(python3-grpcio python3-protobuf protobuf-compiler nghttp2-client curl)
 # The consent-centre browser test (interop/browser) drives Debian's Chromium.
 test+=(chromium)
+# Issue 6: libFuzzer (clang and its runtime) for the fuzz targets in
+# tests/fuzz, an independent HTTP/2 stack (python3-h2) for the hostile
+# peers, iproute2 for network namespaces and netem.
+test+=(clang libclang-rt-14-dev python3-h2 iproute2)
 # Node.js for the grpc-js client: any node already on PATH will do (say
 # one from NodeSource, whose nodejs bundles npm and conflicts with
 # Debian's npm package); only a machine without node gets Debian's.
