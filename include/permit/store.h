@@ -42,6 +42,11 @@ typedef struct permit_store permit_store;
 int permit_store_open(const char *dir, permit_store **out, permit_err *err);
 
 /* Closes the database; every synced write is on disk.  NULL is a no-op. */
+/* Opens an existing database without writing anything to it (not even a
+ * new write-ahead log): for checks before the real open.  Writes fail. */
+int permit_store_open_read_only(const char *dir, permit_store **out,
+                                permit_err *err);
+
 void permit_store_close(permit_store *s);
 
 /*
@@ -131,5 +136,14 @@ int permit_store_scan(permit_store *s, permit_cf cf, const void *prefix,
  * (used before byte-level checks of the data directory and to measure
  * disk use). */
 int permit_store_compact(permit_store *s, permit_err *err);
+
+/*
+ * Reads every key and value of every column family with checksums
+ * verified (not kept in the block cache): a node holding evidence checks
+ * its files before it serves.  |*keys| counts what was read.
+ * PERMIT_ECORRUPT with RocksDB's message (naming the file) when a block
+ * is damaged.  Nothing is written, nothing repaired.
+ */
+int permit_store_verify(permit_store *s, uint64_t *keys, permit_err *err);
 
 #endif

@@ -38,7 +38,8 @@ static int rocks_err(permit_err *err, char *msg, const char *what) {
   return rc;
 }
 
-int permit_store_open(const char *dir, permit_store **out, permit_err *err) {
+static int store_open(const char *dir, int read_only, permit_store **out,
+                      permit_err *err) {
   permit_store *s = calloc(1, sizeof *s);
   if (s == NULL) return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
   s->opts = rocksdb_options_create();
@@ -67,8 +68,12 @@ int permit_store_open(const char *dir, permit_store **out, permit_err *err) {
   const rocksdb_options_t *cf_opts[PERMIT_CF_COUNT];
   for (int i = 0; i < PERMIT_CF_COUNT; i++) cf_opts[i] = s->opts;
   char *msg = NULL;
-  s->db = rocksdb_open_column_families(s->opts, dir, PERMIT_CF_COUNT,
-                                       cf_names, cf_opts, s->cf, &msg);
+  if (read_only)
+    s->db = rocksdb_open_for_read_only_column_families(
+        s->opts, dir, PERMIT_CF_COUNT, cf_names, cf_opts, s->cf, 0, &msg);
+  else
+    s->db = rocksdb_open_column_families(s->opts, dir, PERMIT_CF_COUNT,
+                                         cf_names, cf_opts, s->cf, &msg);
   if (msg != NULL) {
     char what[512];
     snprintf(what, sizeof what, "cannot open database %s", dir);
@@ -86,6 +91,15 @@ int permit_store_open(const char *dir, permit_store **out, permit_err *err) {
   s->wo_async = rocksdb_writeoptions_create();
   *out = s;
   return 0;
+}
+
+int permit_store_open(const char *dir, permit_store **out, permit_err *err) {
+  return store_open(dir, 0, out, err);
+}
+
+int permit_store_open_read_only(const char *dir, permit_store **out,
+                                permit_err *err) {
+  return store_open(dir, 1, out, err);
 }
 
 void permit_store_close(permit_store *s) {
@@ -259,5 +273,36 @@ int permit_store_compact(permit_store *s, permit_err *err) {
   rocksdb_flushoptions_destroy(fo);
   for (int i = 0; i < PERMIT_CF_COUNT && rc == 0; i++)
     rocksdb_compact_range_cf(s->db, s->cf[i], NULL, 0, NULL, 0);
+  return rc;
+}
+
+int permit_store_verify(permit_store *s, uint64_t *keys, permit_err *err) {
+  /* Every block read once, its checksum checked, nothing kept in cache. */
+  rocksdb_readoptions_t *ro = rocksdb_readoptions_create();
+  rocksdb_readoptions_set_verify_checksums(ro, 1);
+  rocksdb_readoptions_set_fill_cache(ro, 0);
+  uint64_t n = 0;
+  int rc = 0;
+  for (int i = 0; i < PERMIT_CF_COUNT && rc == 0; i++) {
+    rocksdb_iterator_t *it = rocksdb_create_iterator_cf(s->db, ro, s->cf[i]);
+    for (rocksdb_iter_seek_to_first(it); rocksdb_iter_valid(it);
+         rocksdb_iter_next(it)) {
+      size_t vl;
+      (void)rocksdb_iter_value(it, &vl);
+      n++;
+    }
+    char *msg = NULL;
+    rocksdb_iter_get_error(it, &msg);
+    if (msg != NULL) {
+      char what[64];
+      snprintf(what, sizeof what, "column family %s is damaged", cf_names[i]);
+      rc = rocks_err(err, msg, what);
+      rc = rc == PERMIT_EIO ? PERMIT_ECORRUPT : rc;
+      if (err != NULL) err->code = rc;
+    }
+    rocksdb_iter_destroy(it);
+  }
+  rocksdb_readoptions_destroy(ro);
+  if (keys != NULL) *keys = n;
   return rc;
 }

@@ -305,9 +305,17 @@ int main(int argc, char **argv) {
                                      ? cfg->erased_handover_hours
                                      : -1};
   if (permit_node_open(&ncfg, &node, &err) != 0) {
-    permit_logf(PERMIT_LEVEL_ERROR,
-                err.code == PERMIT_EEXIST ? "data.locked" : "node.open_failed",
-                "%s", err.msg);
+    if (err.code == PERMIT_ECORRUPT)
+      permit_logf(PERMIT_LEVEL_ERROR, "data.damaged",
+                  "%s; refusing to start: the data directory %s holds "
+                  "evidence and is neither repaired nor wiped; restore it "
+                  "from a backup",
+                  err.msg, cfg->data);
+    else
+      permit_logf(PERMIT_LEVEL_ERROR,
+                  err.code == PERMIT_EEXIST ? "data.locked"
+                                            : "node.open_failed",
+                  "%s", err.msg);
     goto out;
   }
   permit_logf(PERMIT_LEVEL_INFO, "node.opened",
