@@ -59,6 +59,9 @@ typedef struct permit_node_config {
    * its one hand-over on WatchContacts; 0: the default, 24; negative:
    * shredded at once, no hand-over. */
   int erased_handover_hours;
+  /* Disk space the node keeps free (permit_store_set_reserve), MiB; 0:
+   * the default, 64; negative: no check. */
+  int min_free_disk_mb;
 } permit_node_config;
 
 /*

@@ -42,6 +42,18 @@ typedef struct permit_store permit_store;
 int permit_store_open(const char *dir, permit_store **out, permit_err *err);
 
 /* Closes the database; every synced write is on disk.  NULL is a no-op. */
+/*
+ * A node keeps |bytes| free on its disk: a full disk would fail a synced
+ * write half way into RocksDB's error state, so new work is refused
+ * before that (0, the default, checks nothing).
+ */
+void permit_store_set_reserve(permit_store *s, uint64_t bytes);
+
+/* True when the free space of the database's file system (read at most
+ * twice a second) is under the reserve; |*free_bytes| gets it (may be
+ * NULL).  Thread safe. */
+int permit_store_space_low(permit_store *s, uint64_t *free_bytes);
+
 /* Opens an existing database without writing anything to it (not even a
  * new write-ahead log): for checks before the real open.  Writes fail. */
 int permit_store_open_read_only(const char *dir, permit_store **out,

@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/statvfs.h>
+#include <time.h>
 
 struct permit_store {
   rocksdb_t *db;
@@ -16,6 +18,10 @@ struct permit_store {
   rocksdb_writeoptions_t *wo_sync;
   rocksdb_writeoptions_t *wo_async;
   _Atomic uint64_t synced_writes; /* successful synced writes */
+  char *dir;
+  _Atomic uint64_t reserve;    /* bytes to keep free; 0: no check */
+  _Atomic int64_t checked_ms;  /* when free space was last read */
+  _Atomic uint64_t free_bytes; /* what it was */
 };
 
 struct permit_batch {
@@ -89,8 +95,36 @@ static int store_open(const char *dir, int read_only, permit_store **out,
   s->wo_sync = rocksdb_writeoptions_create();
   rocksdb_writeoptions_set_sync(s->wo_sync, 1);
   s->wo_async = rocksdb_writeoptions_create();
+  s->dir = strdup(dir);
   *out = s;
   return 0;
+}
+
+void permit_store_set_reserve(permit_store *s, uint64_t bytes) {
+  atomic_store(&s->reserve, bytes);
+  atomic_store(&s->checked_ms, 0);
+}
+
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+int permit_store_space_low(permit_store *s, uint64_t *free_bytes) {
+  uint64_t reserve = atomic_load(&s->reserve);
+  if (reserve == 0 || s->dir == NULL) return 0;
+  /* statvfs at most twice a second: the check sits on the request path. */
+  int64_t now = mono_ms();
+  if (now - atomic_load(&s->checked_ms) >= 500) {
+    struct statvfs vfs;
+    if (statvfs(s->dir, &vfs) == 0)
+      atomic_store(&s->free_bytes, (uint64_t)vfs.f_bavail * vfs.f_frsize);
+    atomic_store(&s->checked_ms, now);
+  }
+  uint64_t fb = atomic_load(&s->free_bytes);
+  if (free_bytes != NULL) *free_bytes = fb;
+  return fb < reserve;
 }
 
 int permit_store_open(const char *dir, permit_store **out, permit_err *err) {
@@ -110,6 +144,7 @@ void permit_store_close(permit_store *s) {
   rocksdb_readoptions_destroy(s->ro);
   rocksdb_writeoptions_destroy(s->wo_sync);
   rocksdb_writeoptions_destroy(s->wo_async);
+  free(s->dir);
   rocksdb_options_destroy(s->opts);
   rocksdb_block_based_options_destroy(s->table);
   rocksdb_cache_destroy(s->cache);

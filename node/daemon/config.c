@@ -18,6 +18,7 @@ void permit_config_defaults(permit_config *c) {
   snprintf(c->peer_listen, sizeof c->peer_listen, "127.0.0.1:7443");
   snprintf(c->api_listen, sizeof c->api_listen, "127.0.0.1:7080");
   c->erased_handover_hours = 24;
+  c->min_free_disk_mb = 64;
   permit_server_limits_default(&c->lim);
 }
 
@@ -167,6 +168,15 @@ static int on_key(void *arg, const char *sec, const char *key,
                "consent.base_url must be an https:// URL");
       return 0;
     }
+  } else if (IS("limits", "min-free-disk-mb")) {
+    char *end;
+    long mb = strtol(v, &end, 10);
+    if (*v == '\0' || *end != '\0' || mb < 0 || mb > 1048576) {
+      snprintf(lc->why, sizeof lc->why,
+               "limits.min-free-disk-mb must be 0 to 1048576");
+      return 0;
+    }
+    c->min_free_disk_mb = (int)mb;
   } else if (strcmp(sec, "limits") == 0) {
     if (permit_config_set_limit(&c->lim, key, v) != 0) {
       snprintf(lc->why, sizeof lc->why, "limits.%.40s: unknown or out of range",
@@ -183,19 +193,25 @@ static int on_key(void *arg, const char *sec, const char *key,
 
 int permit_config_load(const char *path, permit_config *c, char *err,
                        size_t errcap) {
+  FILE *f = fopen(path, "r");
+  if (f == NULL) {
+    snprintf(err, errcap, "cannot read %s: %s", path, strerror(errno));
+    return -1;
+  }
+  int rc = permit_config_parse(f, path, c, err, errcap);
+  fclose(f);
+  return rc;
+}
+
+int permit_config_parse(FILE *f, const char *path, permit_config *c,
+                        char *err, size_t errcap) {
   load_ctx lc = {.c = c};
   const char *slash = strrchr(path, '/');
   if (slash == NULL)
     snprintf(lc.dir, sizeof lc.dir, ".");
   else
     snprintf(lc.dir, sizeof lc.dir, "%.*s", (int)(slash - path), path);
-  FILE *f = fopen(path, "r");
-  if (f == NULL) {
-    snprintf(err, errcap, "cannot read %s: %s", path, strerror(errno));
-    return -1;
-  }
   int line = ini_parse_file(f, on_key, &lc);
-  fclose(f);
   if (line != 0) {
     snprintf(err, errcap, "%s line %d: %s", path, line,
              lc.why[0] ? lc.why : "not an INI line");
@@ -276,7 +292,11 @@ int permit_config_write(const char *path, const permit_config *c, char *err,
       "# From accept to the first HTTP/2 bytes (TLS handshake included).\n"
       "handshake-timeout-ms = %d\n"
       "# A connection with no stream open is closed after this.\n"
-      "idle-timeout-ms = %d\n",
+      "idle-timeout-ms = %d\n"
+      "# Disk space kept free: below it opt-ins are refused\n"
+      "# (RESOURCE_EXHAUSTED) and syncs pause, until space returns; a\n"
+      "# full disk would fail synced writes half way.  0: no check.\n"
+      "min-free-disk-mb = %d\n",
       c->name, permit_config_roles_name(c->roles), c->peer_listen,
       c->peer_endpoint[0] ? c->peer_endpoint : c->peer_listen, c->api_listen,
       c->api_tls ? "true" : "false", c->api_token, c->public_listen,
@@ -284,7 +304,8 @@ int permit_config_write(const char *path, const permit_config *c, char *err,
       c->erased_handover_hours,
       c->lim.max_message, c->lim.max_concurrent_streams,
       c->lim.max_header_list, c->lim.max_connections,
-      c->lim.handshake_timeout_ms, c->lim.idle_timeout_ms);
+      c->lim.handshake_timeout_ms, c->lim.idle_timeout_ms,
+      c->min_free_disk_mb);
   int ok = fflush(f) == 0 && fsync(fd) == 0;
   fclose(f);
   if (!ok) {

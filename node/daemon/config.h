@@ -5,6 +5,8 @@
 #ifndef PERMIT_DAEMON_CONFIG_H
 #define PERMIT_DAEMON_CONFIG_H
 
+#include <stdio.h>
+
 #include "permit/server.h"
 
 typedef struct permit_config {
@@ -21,6 +23,7 @@ typedef struct permit_config {
   char public_cert[4096];  /* PEM chain; relative to the file's folder */
   char public_key[4096];   /* PEM key, unencrypted */
   int erased_handover_hours; /* 0 to 720 */
+  int min_free_disk_mb;      /* 0: no check */
   permit_server_limits lim;
 } permit_config;
 
@@ -34,6 +37,15 @@ void permit_config_defaults(permit_config *c);
  */
 int permit_config_load(const char *path, permit_config *c, char *err,
                        size_t errcap);
+
+/*
+ * permit_config_load() on a file already open for reading (not closed
+ * here); |path| names it in errors and gives the folder relative paths
+ * are taken from.  Separate so that the fuzz target can parse bytes from
+ * memory.
+ */
+int permit_config_parse(FILE *f, const char *path, permit_config *c,
+                        char *err, size_t errcap);
 
 /* Writes a fully commented file for |c|; refuses to overwrite. */
 int permit_config_write(const char *path, const permit_config *c, char *err,

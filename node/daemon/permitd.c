@@ -303,7 +303,10 @@ int main(int argc, char **argv) {
                              .erased_handover_hours =
                                  cfg->erased_handover_hours > 0
                                      ? cfg->erased_handover_hours
-                                     : -1};
+                                     : -1,
+                             .min_free_disk_mb = cfg->min_free_disk_mb > 0
+                                                     ? cfg->min_free_disk_mb
+                                                     : -1};
   if (permit_node_open(&ncfg, &node, &err) != 0) {
     if (err.code == PERMIT_ECORRUPT)
       permit_logf(PERMIT_LEVEL_ERROR, "data.damaged",

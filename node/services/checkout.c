@@ -704,6 +704,16 @@ static void optin_claimed(permit_checkout *co, op *o, flight *f,
                    "cannot read the idempotency keys", 0, NULL, 0);
     return;
   }
+  uint64_t free_bytes = 0;
+  if (permit_store_space_low(permit_node_store(co->n), &free_bytes)) {
+    /* Refused before anything is written: a full disk would fail the
+     * synced write half way.  Replays of recorded orders still answer. */
+    snprintf(why, sizeof why, "the node's disk is nearly full (%llu MiB "
+             "free): opt-ins are refused until space is freed; nothing was "
+             "recorded", (unsigned long long)(free_bytes >> 20));
+    flight_resolve(co, f, PERMIT_GRPC_RESOURCE_EXHAUSTED, why, 0, NULL, 0);
+    return;
+  }
   permit_peer venue;
   if (permit_node_peer(co->n, req->venue, &venue) != 0 ||
       !(venue.roles & PERMIT_ROLE_AUDIENCE)) {

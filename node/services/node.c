@@ -303,6 +303,10 @@ int permit_node_open(const permit_node_config *cfg, permit_node **out,
                 (long long)(permit_now_ms() - t0));
   }
   if ((rc = permit_store_open(path, &n->store, err)) != 0) goto fail;
+  if (cfg->min_free_disk_mb >= 0)
+    permit_store_set_reserve(
+        n->store,
+        (uint64_t)(cfg->min_free_disk_mb ? cfg->min_free_disk_mb : 64) << 20);
   if ((rc = load_secret(n, err)) != 0) goto fail;
   if ((rc = load_token_secret(n, err)) != 0) goto fail;
   if ((rc = permit_tls_cert_create(n->id.sign, n->name, &n->cert, &certlen,
@@ -628,9 +632,11 @@ int permit_catalog_verify(const permit_peer *venue, const uint8_t *in,
   if (c == NULL)
     return permit_err_set(err, PERMIT_EINVAL, "catalog body is not a Catalog");
   if (strcmp(c->audience, venue->name) != 0) {
+    /* The message quotes c->audience: write it before c is freed. */
+    rc = permit_err_set(err, PERMIT_EPERM, "catalog names %s, not %s",
+                        c->audience, venue->name);
     permit__v1__catalog__free_unpacked(c, NULL);
-    return permit_err_set(err, PERMIT_EPERM, "catalog names %s, not %s",
-                          c->audience, venue->name);
+    return rc;
   }
   for (size_t i = 0; i < c->n_lists; i++) {
     Permit__V1__CatalogList *l = c->lists[i];

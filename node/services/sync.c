@@ -734,6 +734,16 @@ static int apply_entries(peer_link *l, const item *items, size_t n,
     local_failure(l, "applying entries", "out of memory");
     goto out;
   }
+  uint64_t free_bytes = 0;
+  if (permit_store_space_low(permit_node_store(s->n), &free_bytes)) {
+    /* Backs off and pulls again later: the entries stay at the issuer. */
+    char msg[128];
+    snprintf(msg, sizeof msg, "the disk is nearly full (%llu MiB free); "
+             "resumes when space returns",
+             (unsigned long long)(free_bytes >> 20));
+    local_failure(l, "applying entries", msg);
+    goto out;
+  }
   verify_all(l, items, n, v);
   size_t ok = 0;
   while (ok < n && v[ok].rc == 0) ok++;
@@ -1095,6 +1105,21 @@ static void catalog_message(void *arg, const uint8_t *msg, size_t len) {
   if (l->cat_buf != NULL && len > 0) memcpy(l->cat_buf, msg, len);
 }
 
+/* The same lists, titles and notices (the issue time aside). */
+static int catalog_lists_equal(const Permit__V1__Catalog *a,
+                               const Permit__V1__Catalog *b) {
+  if (a->n_lists != b->n_lists) return 0;
+  for (size_t i = 0; i < a->n_lists; i++) {
+    const Permit__V1__CatalogList *x = a->lists[i], *y = b->lists[i];
+    if (strcmp(x->list_id, y->list_id) != 0 ||
+        strcmp(x->title, y->title) != 0 ||
+        x->notice_version != y->notice_version ||
+        strcmp(x->notice_text, y->notice_text) != 0)
+      return 0;
+  }
+  return 1;
+}
+
 static void catalog_done(void *arg, int status, const char *message) {
   peer_link *l = arg;
   l->cat_call = NULL;
@@ -1115,9 +1140,17 @@ static void catalog_done(void *arg, int status, const char *message) {
                   l->peer.name, err.msg);
     } else {
       size_t lists = c->n_lists;
+      /* Stored only when its lists changed: it is fetched every few
+       * seconds, signed afresh each time. */
+      Permit__V1__Catalog *old = NULL;
+      int same = permit_node_catalog_get(l->s->n, l->peer.name, &old,
+                                         NULL) == 0 &&
+                 catalog_lists_equal(old, c);
+      if (old != NULL) permit__v1__catalog__free_unpacked(old, NULL);
       permit__v1__catalog__free_unpacked(c, NULL);
-      if (permit_node_catalog_store(l->s->n, l->peer.name, l->cat_buf,
-                                    l->cat_len, &err) != 0) {
+      if (!same && permit_node_catalog_store(l->s->n, l->peer.name,
+                                             l->cat_buf, l->cat_len,
+                                             &err) != 0) {
         set_state(l, 1, "catalog: %s", err.msg);
       } else {
         set_state(l, 1, "catalog of %zu list%s", lists, lists == 1 ? "" : "s");
