@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <arpa/inet.h>
+#include <time.h>
 #include <unistd.h>
 #include <openssl/err.h>
 
@@ -42,6 +43,21 @@
 #define OUT_LOW (16 * 1024)  /* and resume below this */
 #define PATH_MAX_LEN 256
 #define NSTATUS 17
+/* Request bytes one connection may hold at once: messages being
+ * reassembled or waiting for the half-close, in max_message units (else a
+ * client opening every stream with a message just under the limit pins
+ * streams x max_message), and web request bodies. */
+#define HELD_MESSAGES 4
+#define HELD_WEB (64 * 1024)
+/* A connection we are ending gets this long to flush its GOAWAY and for
+ * the client to close, reading and dropping what it still sends. */
+#define LINGER_MS 1000
+/* Stream resets a connection may cause, in a burst and per second after:
+ * the client's RST_STREAMs (rapid reset, CVE-2023-44487) and ours, which
+ * a client provokes with stream errors to the same effect (CVE-2025-8671,
+ * which nghttp2's own limit does not see). */
+#define RESET_BURST 1000
+#define RESET_RATE 33
 
 typedef struct permit_server permit_server;
 typedef struct worker worker;
@@ -121,6 +137,7 @@ struct stream {
   size_t header_bytes;
   int half_closed;
   size_t discarded; /* request bytes dropped after we answered */
+  size_t held;      /* counted in conn->held_msg / held_web */
   int reset_sent;
   permit_grpc_deframer df;
   uint8_t *req;
@@ -139,10 +156,18 @@ struct conn {
   struct bufferevent *bev;
   nghttp2_session *h2;
   struct event *flush_ev, *idle_ev;
+  struct event *hs_ev;    /* accept to the client's first SETTINGS */
+  struct event *linger_ev;
   conn *prev, *next;
   stream *streams;
   int nstreams;
-  int established, closing;
+  int preface_done, closing;
+  int dead;               /* ending: input is read and dropped */
+  int lingering;          /* our side shut down, waiting for the client */
+  int calm;               /* over the reset budget: to be cut off */
+  uint32_t reset_tokens;
+  time_t reset_at;        /* CLOCK_MONOTONIC seconds of the last refill */
+  size_t held_msg, held_web;
   char peer[PERMIT_NAME_MAX + 1];
   int has_peer;
   char addr[64];
@@ -175,6 +200,10 @@ static void stream_free(stream *st) {
     c->streams = st->next;
   if (st->next != NULL) st->next->prev = st->prev;
   c->nstreams--;
+  if (st->call.web != NULL)
+    c->held_web -= st->held;
+  else
+    c->held_msg -= st->held;
   permit_grpc_deframer_free(&st->df);
   free(st->req);
   if (st->call.out != NULL) evbuffer_free(st->call.out);
@@ -204,6 +233,8 @@ static void conn_free(conn *c) {
   nghttp2_session_del(c->h2);
   if (c->flush_ev != NULL) event_free(c->flush_ev);
   if (c->idle_ev != NULL) event_free(c->idle_ev);
+  if (c->hs_ev != NULL) event_free(c->hs_ev);
+  if (c->linger_ev != NULL) event_free(c->linger_ev);
   bufferevent_free(c->bev);
   atomic_fetch_sub(&c->l->open, 1);
   atomic_fetch_sub(&c->w->srv->nconns, 1);
@@ -211,6 +242,28 @@ static void conn_free(conn *c) {
   int closing = c->closing;
   free(c);
   if (closing && w->conns == NULL) event_base_loopexit(w->base, NULL);
+}
+
+static void conn_linger(conn *c);
+static void conn_end(conn *c, uint32_t code);
+
+/* Counts one stream reset against the connection's budget; nonzero, and
+ * c->calm set, once it is spent. */
+static int conn_count_reset(conn *c) {
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+  if (now.tv_sec > c->reset_at) {
+    uint64_t t = c->reset_tokens +
+                 (uint64_t)(now.tv_sec - c->reset_at) * RESET_RATE;
+    c->reset_tokens = t > RESET_BURST ? RESET_BURST : (uint32_t)t;
+    c->reset_at = now.tv_sec;
+  }
+  if (c->reset_tokens == 0) {
+    c->calm = 1;
+    return 1;
+  }
+  c->reset_tokens--;
+  return 0;
 }
 
 /* Sends what nghttp2 has, within the output bound; closes when done. */
@@ -229,6 +282,13 @@ static void conn_flush(conn *c) {
     atomic_fetch_add(&c->l->bytes_out, (uint64_t)n);
     evbuffer_add(out, data, (size_t)n);
   }
+  if (c->calm && !c->dead) {
+    permit_logf(PERMIT_LEVEL_INFO, "h2.too_many_resets",
+                "%s %s: over %d stream resets, closing", c->l->name,
+                c->addr, RESET_BURST);
+    conn_end(c, NGHTTP2_ENHANCE_YOUR_CALM);
+    return;
+  }
   /* Tell streaming handlers whose queues drained that they may go on. */
   for (stream *st = c->streams, *next; st != NULL; st = next) {
     next = st->next;
@@ -245,8 +305,10 @@ static void conn_flush(conn *c) {
     return;
   /* Done: the peer or we ended the session, or we are stopping and every
    * stream has been answered. */
-  if (!nghttp2_session_want_read(c->h2) || (c->closing && c->nstreams == 0))
+  if (c->closing && c->nstreams == 0)
     conn_free(c);
+  else if (!nghttp2_session_want_read(c->h2) || c->dead)
+    conn_linger(c);
 }
 
 static void on_flush_event(evutil_socket_t fd, short what, void *arg) {
@@ -254,43 +316,124 @@ static void on_flush_event(evutil_socket_t fd, short what, void *arg) {
   conn_flush(arg);
 }
 
+static void on_linger_end(evutil_socket_t fd, short what, void *arg) {
+  (void)fd, (void)what;
+  conn_free(arg);
+}
+
+/*
+ * The session is over and its last frames are with the kernel.  Closing
+ * now, with client bytes still unread, would make the kernel answer with
+ * a reset that can destroy the GOAWAY on its way (a client cut off for
+ * flooding is still sending).  So: shut our side down, drop what still
+ * comes, and close at the client's EOF or after LINGER_MS.
+ */
+static void conn_linger(conn *c) {
+  c->dead = 1;
+  if (c->lingering) return;
+  c->lingering = 1;
+  shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+  if (!evtimer_pending(c->linger_ev, NULL)) {
+    struct timeval tv = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
+    evtimer_add(c->linger_ev, &tv);
+  }
+}
+
+/*
+ * Ends the connection with a GOAWAY carrying |code|.  Input is no longer
+ * processed; a client that does not read its GOAWAY is dropped after
+ * LINGER_MS all the same.
+ */
+static void conn_end(conn *c, uint32_t code) {
+  if (!c->dead) {
+    c->dead = 1;
+    nghttp2_session_terminate_session(c->h2, code);
+    struct timeval tv = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
+    evtimer_add(c->linger_ev, &tv);
+  }
+  conn_flush(c);
+}
+
 static void on_idle(evutil_socket_t fd, short what, void *arg) {
   conn *c = arg;
   (void)fd, (void)what;
-  if (c->nstreams > 0) return;
+  if (c->nstreams > 0 || c->dead) return;
   permit_logf(PERMIT_LEVEL_DEBUG, "conn.idle", "%s %s idle, closing",
               c->l->name, c->addr);
-  nghttp2_session_terminate_session(c->h2, NGHTTP2_NO_ERROR);
-  conn_flush(c);
+  conn_end(c, NGHTTP2_NO_ERROR);
+}
+
+/* Accept to the end of the client's connection preface (its first
+ * SETTINGS): one deadline, however slowly the bytes trickle in. */
+static void on_handshake_timeout(evutil_socket_t fd, short what, void *arg) {
+  conn *c = arg;
+  (void)fd, (void)what;
+  if (c->h2 == NULL) {
+    atomic_fetch_add(&c->l->handshake_failed, 1);
+    permit_logf(PERMIT_LEVEL_INFO, "conn.handshake_failed",
+                "%s %s: handshake timed out", c->l->name, c->addr);
+  } else {
+    permit_logf(PERMIT_LEVEL_INFO, "conn.timeout",
+                "%s %s: no HTTP/2 preface in time", c->l->name, c->addr);
+  }
+  conn_free(c);
+}
+
+/* The GOAWAY code for an error nghttp2_session_mem_recv() returned. */
+static uint32_t recv_error_code(ssize_t r) {
+  switch (r) {
+  case NGHTTP2_ERR_FLOODED:
+#ifdef PERMIT_HAVE_MAX_CONTINUATIONS
+  case NGHTTP2_ERR_TOO_MANY_CONTINUATIONS:
+#endif
+    return NGHTTP2_ENHANCE_YOUR_CALM;
+  case NGHTTP2_ERR_BAD_CLIENT_MAGIC:
+    return NGHTTP2_PROTOCOL_ERROR;
+  default:
+    return NGHTTP2_INTERNAL_ERROR;
+  }
 }
 
 static void on_read(struct bufferevent *bev, void *arg) {
   conn *c = arg;
   struct evbuffer *in = bufferevent_get_input(bev);
-  size_t total = evbuffer_get_length(in);
-  if (!c->established) {
-    /* The first bytes arrived: the handshake timeout no longer applies. */
-    bufferevent_set_timeouts(bev, NULL, NULL);
-    c->established = 1;
-  }
   struct evbuffer_iovec v[16];
-  int n = evbuffer_peek(in, -1, NULL, v, 16);
-  if (n > 16) n = 16;
-  size_t used = 0;
-  for (int i = 0; i < n; i++) {
-    ssize_t r = nghttp2_session_mem_recv(c->h2, v[i].iov_base, v[i].iov_len);
-    if (r < 0) {
-      permit_logf(PERMIT_LEVEL_INFO, "h2.protocol_error", "%s %s: %s",
-                  c->l->name, c->addr, nghttp2_strerror((int)r));
-      evbuffer_drain(in, total);
-      /* nghttp2 has queued a GOAWAY for most errors: try to send it. */
-      conn_flush(c);
-      return;
+  int n;
+  while (evbuffer_get_length(in) > 0) {
+    if (c->dead || !nghttp2_session_want_read(c->h2)) {
+      /* Ending: what the client still sends is dropped unread. */
+      atomic_fetch_add(&c->l->bytes_in, evbuffer_get_length(in));
+      evbuffer_drain(in, evbuffer_get_length(in));
+      break;
     }
-    used += v[i].iov_len;
+    n = evbuffer_peek(in, -1, NULL, v, 16);
+    if (n > 16) n = 16;
+    size_t used = 0;
+    for (int i = 0; i < n; i++) {
+      ssize_t r =
+          nghttp2_session_mem_recv(c->h2, v[i].iov_base, v[i].iov_len);
+      if (r < 0) {
+        /* Fatal for the session, and nghttp2 does not always queue a
+         * GOAWAY itself (too many CONTINUATIONs): without one the client
+         * could go on sending, and each read would fail and log again. */
+        if (c->calm)
+          permit_logf(PERMIT_LEVEL_INFO, "h2.too_many_resets",
+                      "%s %s: over %d stream resets, closing", c->l->name,
+                      c->addr, RESET_BURST);
+        else
+          permit_logf(PERMIT_LEVEL_INFO, "h2.protocol_error", "%s %s: %s",
+                      c->l->name, c->addr, nghttp2_strerror((int)r));
+        atomic_fetch_add(&c->l->bytes_in, evbuffer_get_length(in));
+        evbuffer_drain(in, evbuffer_get_length(in));
+        conn_end(c, c->calm ? NGHTTP2_ENHANCE_YOUR_CALM
+                            : recv_error_code(r));
+        return;
+      }
+      used += v[i].iov_len;
+    }
+    atomic_fetch_add(&c->l->bytes_in, used);
+    evbuffer_drain(in, used);
   }
-  atomic_fetch_add(&c->l->bytes_in, used);
-  evbuffer_drain(in, used);
   conn_flush(c);
 }
 
@@ -723,6 +866,27 @@ static void stream_route(stream *st) {
   call->routed = 1;
 }
 
+/*
+ * Recounts the request bytes |st| holds (a message being reassembled or
+ * waiting for the half-close, or a web body) into its connection's total;
+ * nonzero when that total is over the connection's budget.
+ */
+static int stream_hold(stream *st) {
+  conn *c = st->c;
+  size_t now;
+  if (st->call.web != NULL) {
+    now = st->web_in != NULL ? evbuffer_get_length(st->web_in) : 0;
+    c->held_web = c->held_web - st->held + now;
+    st->held = now;
+    return c->held_web > HELD_WEB;
+  }
+  now = (st->df.msg != NULL ? st->df.need : 0) +
+        (st->req != NULL ? st->req_len : 0);
+  c->held_msg = c->held_msg - st->held + now;
+  st->held = now;
+  return c->held_msg > (size_t)HELD_MESSAGES * c->w->srv->lim.max_message;
+}
+
 static int on_request_message(void *arg, const uint8_t *msg, size_t len,
                               int compressed) {
   stream *st = arg;
@@ -786,6 +950,7 @@ static void stream_request_done(stream *st) {
   call->m->on_message(call, st->req, st->req_len);
   free(st->req);
   st->req = NULL;
+  stream_hold(st);
 }
 
 /* ---------------------------------------------------------------- */
@@ -876,7 +1041,16 @@ static int cb_header(nghttp2_session *h2, const nghttp2_frame *frame,
 
 static int cb_frame_recv(nghttp2_session *h2, const nghttp2_frame *frame,
                          void *user) {
-  (void)user;
+  conn *c = user;
+  if (frame->hd.type == NGHTTP2_SETTINGS && !c->preface_done &&
+      !(frame->hd.flags & NGHTTP2_FLAG_ACK)) {
+    /* The client's preface is complete: the handshake deadline is met. */
+    c->preface_done = 1;
+    event_del(c->hs_ev);
+  }
+  /* Stop reading at once: on_read() sends the GOAWAY. */
+  if (frame->hd.type == NGHTTP2_RST_STREAM && conn_count_reset(c))
+    return NGHTTP2_ERR_CALLBACK_FAILURE;
   stream *st = nghttp2_session_get_stream_user_data(h2, frame->hd.stream_id);
   if (st == NULL) return 0;
   if (frame->hd.type == NGHTTP2_HEADERS &&
@@ -902,9 +1076,16 @@ static int cb_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id,
       return 0;
     }
     if (st->web_in == NULL) st->web_in = evbuffer_new();
-    if (st->web_in == NULL || evbuffer_add(st->web_in, data, len) != 0)
+    if (st->web_in == NULL || evbuffer_add(st->web_in, data, len) != 0) {
       permit_http_respond(&st->call, 503, "text/plain; charset=utf-8", NULL,
                           0, "out of memory\n", 14);
+    } else if (stream_hold(st)) {
+      /* Many bodies at once on one connection: no browser does that. */
+      evbuffer_drain(st->web_in, evbuffer_get_length(st->web_in));
+      stream_hold(st);
+      permit_http_respond(&st->call, 503, "text/plain; charset=utf-8", NULL,
+                          0, "too many request bodies at once\n", 32);
+    }
     return 0;
   }
   if (!st->call.routed || st->call.finished) {
@@ -920,6 +1101,19 @@ static int cb_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id,
   }
   int rc = permit_grpc_deframer_feed(&st->df, data, len, on_request_message,
                                      st);
+  if (stream_hold(st) && !st->call.finished) {
+    /* Over the connection's budget: this call gives its bytes back. */
+    permit_grpc_deframer_free(&st->df);
+    free(st->req);
+    st->req = NULL;
+    stream_hold(st);
+    st->call.aborted = 1;
+    permit_call_finish(&st->call, PERMIT_GRPC_RESOURCE_EXHAUSTED,
+                       "too many request bytes held on this connection "
+                       "(over %u)",
+                       HELD_MESSAGES * st->c->w->srv->lim.max_message);
+    return 0;
+  }
   if (rc == 0 || st->call.finished) return 0;
   st->call.aborted = 1;
   if (rc == PERMIT_ETOOBIG)
@@ -932,6 +1126,14 @@ static int cb_data_chunk(nghttp2_session *h2, uint8_t flags, int32_t id,
   else
     permit_call_finish(&st->call, PERMIT_GRPC_RESOURCE_EXHAUSTED,
                        "out of memory");
+  return 0;
+}
+
+static int cb_frame_send(nghttp2_session *h2, const nghttp2_frame *frame,
+                         void *user) {
+  (void)h2;
+  /* conn_flush() sees c->calm when the budget is spent. */
+  if (frame->hd.type == NGHTTP2_RST_STREAM) conn_count_reset(user);
   return 0;
 }
 
@@ -964,6 +1166,8 @@ static void h2_setup(void) {
                                                    cb_header);
   nghttp2_session_callbacks_set_on_frame_recv_callback(server_callbacks,
                                                        cb_frame_recv);
+  nghttp2_session_callbacks_set_on_frame_send_callback(server_callbacks,
+                                                       cb_frame_send);
   nghttp2_session_callbacks_set_on_data_chunk_recv_callback(server_callbacks,
                                                             cb_data_chunk);
   nghttp2_session_callbacks_set_on_stream_close_callback(server_callbacks,
@@ -975,8 +1179,11 @@ static void h2_setup(void) {
   nghttp2_option_set_max_settings(server_options, 32);
   nghttp2_option_set_max_outbound_ack(server_options, 1000);
 #ifdef PERMIT_HAVE_STREAM_RESET_RATE_LIMIT
-  /* Rapid reset (CVE-2023-44487): at most a burst of 1000, 33/s after. */
-  nghttp2_option_set_stream_reset_rate_limit(server_options, 1000, 33);
+  /* Rapid reset (CVE-2023-44487) is cut off by conn_count_reset() with
+   * ENHANCE_YOUR_CALM; nghttp2's own limit (INTERNAL_ERROR) stays as a
+   * backstop, twice as loose so that ours always acts first. */
+  nghttp2_option_set_stream_reset_rate_limit(server_options, 2 * RESET_BURST,
+                                             2 * RESET_RATE);
 #endif
 #ifdef PERMIT_HAVE_MAX_CONTINUATIONS
   /* CONTINUATION flood (CVE-2024-27316 family). */
@@ -1026,20 +1233,13 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
     conn_flush(c);
     return;
   }
-  if (what & (BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
-    if (c->h2 == NULL) {
-      atomic_fetch_add(&c->l->handshake_failed, 1);
-      unsigned long e = bufferevent_get_openssl_error(bev);
-      char buf[256] = "";
-      if (e != 0) ERR_error_string_n(e, buf, sizeof buf);
-      permit_logf(PERMIT_LEVEL_INFO, "conn.handshake_failed",
-                  "%s %s: %s%s", c->l->name, c->addr,
-                  (what & BEV_EVENT_TIMEOUT) ? "handshake timed out" : "",
-                  buf);
-    } else if (what & BEV_EVENT_TIMEOUT) {
-      permit_logf(PERMIT_LEVEL_INFO, "conn.timeout",
-                  "%s %s: no HTTP/2 preface in time", c->l->name, c->addr);
-    }
+  if ((what & BEV_EVENT_ERROR) && c->h2 == NULL) {
+    atomic_fetch_add(&c->l->handshake_failed, 1);
+    unsigned long e = bufferevent_get_openssl_error(bev);
+    char buf[256] = "";
+    if (e != 0) ERR_error_string_n(e, buf, sizeof buf);
+    permit_logf(PERMIT_LEVEL_INFO, "conn.handshake_failed", "%s %s: %s",
+                c->l->name, c->addr, buf);
   }
   if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR | BEV_EVENT_TIMEOUT)) {
     /* Streams still open are cancelled by conn_free(). */
@@ -1050,7 +1250,50 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
 typedef struct listen_arg {
   worker *w;
   listener *l;
+  struct evconnlistener *lev;
+  struct event *pause_tm; /* accept() ran out of descriptors: wait */
+  int stopping;
 } listen_arg;
+
+/* accept() failures, counted and logged at most every 10 s (a full
+ * descriptor table would otherwise log on every wakeup). */
+static atomic_uint_fast64_t accept_failures;
+static _Atomic int64_t accept_logged_ms;
+
+#define ACCEPT_PAUSE_MS 100
+#define ACCEPT_LOG_EVERY_MS 10000
+
+static void on_accept_resume(evutil_socket_t fd, short what, void *arg) {
+  listen_arg *la = arg;
+  (void)fd, (void)what;
+  if (!la->stopping) evconnlistener_enable(la->lev);
+}
+
+/*
+ * Out of descriptors (EMFILE, ENFILE) or kernel memory, the pending
+ * connection stays queued and the listening socket stays readable: left
+ * enabled, the loop would spin on accept().  The listener rests for a
+ * moment instead; connections already open are served meanwhile, new ones
+ * wait in the backlog (or are refused by the kernel when it is full).
+ */
+static void on_accept_error(struct evconnlistener *lev, void *arg) {
+  listen_arg *la = arg;
+  int e = EVUTIL_SOCKET_ERROR();
+  uint64_t n = atomic_fetch_add(&accept_failures, 1) + 1;
+  int64_t now = permit_now_ms(), last = atomic_load(&accept_logged_ms);
+  if (now - last >= ACCEPT_LOG_EVERY_MS &&
+      atomic_compare_exchange_strong(&accept_logged_ms, &last, now))
+    permit_logf(PERMIT_LEVEL_ERROR, "server.accept_failed",
+                "%s listener: accept(): %s (%llu failures so far); new "
+                "connections wait until descriptors are free",
+                la->l->name, evutil_socket_error_to_string(e),
+                (unsigned long long)n);
+  if (e == EMFILE || e == ENFILE || e == ENOBUFS || e == ENOMEM) {
+    evconnlistener_disable(lev);
+    struct timeval tv = {0, ACCEPT_PAUSE_MS * 1000};
+    evtimer_add(la->pause_tm, &tv);
+  }
+}
 
 static void on_accept(struct evconnlistener *lev, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg) {
@@ -1077,6 +1320,10 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd,
   }
   c->w = w;
   c->l = l;
+  struct timespec now;
+  clock_gettime(CLOCK_MONOTONIC_COARSE, &now);
+  c->reset_tokens = RESET_BURST;
+  c->reset_at = now.tv_sec;
   if (sa->sa_family == AF_INET) {
     struct sockaddr_in *in = (struct sockaddr_in *)sa;
     char ip[INET_ADDRSTRLEN];
@@ -1104,9 +1351,17 @@ static void on_accept(struct evconnlistener *lev, evutil_socket_t fd,
   c->next = w->conns;
   if (w->conns != NULL) w->conns->prev = c;
   w->conns = c;
+  c->hs_ev = evtimer_new(w->base, on_handshake_timeout, c);
+  c->linger_ev = evtimer_new(w->base, on_linger_end, c);
+  if (c->hs_ev == NULL || c->linger_ev == NULL) {
+    conn_free(c);
+    return;
+  }
+  /* Not bufferevent timeouts: those restart at every byte, so a client
+   * trickling its ClientHello would never be cut off. */
   struct timeval hs = {w->srv->lim.handshake_timeout_ms / 1000,
                        (w->srv->lim.handshake_timeout_ms % 1000) * 1000};
-  bufferevent_set_timeouts(c->bev, &hs, &hs);
+  evtimer_add(c->hs_ev, &hs);
   bufferevent_setcb(c->bev, on_read, on_write, on_event, c);
   bufferevent_setwatermark(c->bev, EV_WRITE, OUT_LOW, 0);
   bufferevent_setwatermark(c->bev, EV_READ, 0, 256 * 1024);
@@ -1222,7 +1477,7 @@ int permit_server_listen(permit_server *s, const permit_listener_config *cfg,
       getsockname(fd, (struct sockaddr *)&sin, &sl);
       port = ntohs(sin.sin_port);
     }
-    listen_arg *la = malloc(sizeof *la);
+    listen_arg *la = calloc(1, sizeof *la);
     if (la == NULL) {
       close(fd);
       return permit_err_set(err, PERMIT_ENOMEM, "out of memory");
@@ -1234,10 +1489,13 @@ int permit_server_listen(permit_server *s, const permit_listener_config *cfg,
     w->lev[l->index] = evconnlistener_new(
         w->base, on_accept, la, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_DISABLED, -1,
         fd);
-    if (w->lev[l->index] == NULL) {
-      close(fd);
+    la->lev = w->lev[l->index];
+    la->pause_tm = evtimer_new(w->base, on_accept_resume, la);
+    if (w->lev[l->index] == NULL || la->pause_tm == NULL) {
+      if (w->lev[l->index] == NULL) close(fd);
       return permit_err_set(err, PERMIT_EIO, "cannot watch the listener");
     }
+    evconnlistener_set_error_cb(w->lev[l->index], on_accept_error);
   }
   l->port = port;
   if (bound_port != NULL) *bound_port = port;
@@ -1275,8 +1533,14 @@ static void worker_force_exit(evutil_socket_t fd, short what, void *arg) {
 static void worker_stop(evutil_socket_t fd, short what, void *arg) {
   worker *w = arg;
   (void)fd, (void)what;
-  for (int j = 0; j < MAX_LISTENERS; j++)
+  for (int j = 0; j < MAX_LISTENERS; j++) {
+    listen_arg *la = w->lev_arg[j];
+    if (la != NULL) {
+      la->stopping = 1;
+      if (la->pause_tm != NULL) evtimer_del(la->pause_tm);
+    }
     if (w->lev[j] != NULL) evconnlistener_disable(w->lev[j]);
+  }
   for (conn *c = w->conns, *next; c != NULL; c = next) {
     next = c->next;
     if (c->h2 == NULL) {
@@ -1322,7 +1586,9 @@ void permit_server_free(permit_server *s) {
     while (w->conns != NULL) conn_free(w->conns);
     for (int j = 0; j < MAX_LISTENERS; j++) {
       if (w->lev[j] != NULL) evconnlistener_free(w->lev[j]);
-      free(w->lev_arg[j]);
+      listen_arg *la = w->lev_arg[j];
+      if (la != NULL && la->pause_tm != NULL) event_free(la->pause_tm);
+      free(la);
     }
     /* Run what bufferevent_free() deferred before the loop goes away:
      * event_base_free() drops queued callbacks, and the references they
