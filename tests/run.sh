@@ -20,3 +20,7 @@ echo "== tests under ASan + UBSan =="
 (cd build-asan && ctest --output-on-failure -j "$jobs")
 echo "== tests =="
 (cd build && ctest --output-on-failure -j "$jobs")
+# libFuzzer targets (clang build in build-fuzz/): regression inputs, then
+# 5 s of fuzzing each; any crash, leak or UBSan finding fails the run.
+echo "== fuzz smoke =="
+bash tests/fuzz/run.sh 5
