@@ -1,6 +1,7 @@
 /*
  * node.c - the state a running node shares between its services.
  */
+#include "permit/contacts.h"
 #include "permit/node.h"
 
 #include <pthread.h>
@@ -640,10 +641,25 @@ int permit_catalog_verify(const permit_peer *venue, const uint8_t *in,
   }
   for (size_t i = 0; i < c->n_lists; i++) {
     Permit__V1__CatalogList *l = c->lists[i];
+    size_t tl = strlen(l->title), nl = strlen(l->notice_text);
+    uint8_t sha[32];
+    permit_iov iov = {l->notice_text, nl};
+    /* The hash is what every opt-in will carry as evidence of the text
+     * shown: it must be the hash of that very text. */
     if (permit_list_id_validate(l->list_id, NULL) != 0 ||
-        l->notice_version == 0 || l->notice_sha256.len != 32) {
+        l->notice_version == 0 || l->notice_sha256.len != 32 || tl == 0 ||
+        tl > 200 || nl == 0 || nl > 16384 ||
+        !permit_contacts_text_ok(l->title, tl, 0) ||
+        !permit_contacts_text_ok(l->notice_text, nl, 1) ||
+        permit_sha256(&iov, 1, sha) != 0 ||
+        memcmp(sha, l->notice_sha256.data, 32) != 0) {
+      rc = permit_err_set(err, PERMIT_EINVAL,
+                          "catalog list %zu is malformed (id, version, a "
+                          "title or text that is empty, too long or not "
+                          "UTF-8, or a notice hash that is not the text's)",
+                          i);
       permit__v1__catalog__free_unpacked(c, NULL);
-      return permit_err_set(err, PERMIT_EINVAL, "catalog has a bad list");
+      return rc;
     }
   }
   *out = c;
