@@ -34,6 +34,13 @@ typedef struct permit_client_config {
   int backoff_initial_ms;  /* 0: 200 */
   int backoff_max_ms;      /* 0: 30000 */
   uint32_t max_message;    /* 0: 1 MiB */
+  /* Keepalive (0: none): while calls are open and nothing has come from
+   * the server for keepalive_ms, a PING is sent; when nothing comes for
+   * keepalive_timeout_ms (0: 10000) after it, the connection counts as
+   * lost (its calls end with UNAVAILABLE).  A peer that vanished without
+   * closing is noticed in seconds, not when TCP gives up. */
+  int keepalive_ms;
+  int keepalive_timeout_ms;
 } permit_client_config;
 
 typedef struct permit_client_handlers {

@@ -43,14 +43,26 @@
 #define QUIET_MS 10               /* apply after a pause this long, */
 #define MAX_WAIT_MS 100           /* or this long after the first item */
 #define RETRY_INITIAL_MS 200
-#define RETRY_MAX_MS 30000
+/* A peer that was unreachable is tried again this often at most: after a
+ * partition heals the venue catches up within seconds, and a connection
+ * attempt every few seconds costs a down peer next to nothing. */
+#define RETRY_MAX_MS 5000
+/* A peer link's connection sends a PING after this long without a byte
+ * from the peer and is given up when nothing comes back within the
+ * timeout: an idle follow stream on a dead link is otherwise only noticed
+ * when TCP gives up, and a link that came back only at TCP's next
+ * retransmission, up to minutes later. */
+#define KEEPALIVE_MS 10000
+#define KEEPALIVE_TIMEOUT_MS 10000
 #define REJECT_RETRY_MS 60000     /* after a rejected entry */
 #define CATALOG_EVERY_MS 5000
 #define CATALOG_TIMEOUT_MS 10000
 #define FOLLOW_CHECK_MS 500
 #define WATCH_EVERY_MS 30000
 /* A follow stream that brings nothing for this long is started again: a
- * peer that vanished without closing would otherwise hold it forever. */
+ * peer that answers PINGs but whose stream is stuck would otherwise hold
+ * it forever (a vanished one is caught by the keepalive).  An idle log
+ * sends nothing, so this cannot be short. */
 #define SILENT_MS 300000
 #define PENDING_CP_MAX 16
 /* An erased contact waits permit_node_handover_ms() for a WatchContacts
@@ -107,6 +119,9 @@ typedef struct peer_link {
   int64_t first_ms; /* when the oldest buffered item arrived */
   int64_t last_rx_ms;
   int backoff_ms;
+  int fails;            /* streams that failed since one last worked */
+  int64_t down_since_ms; /* when the first of them failed */
+  char last_fail[STATE_MAX];
   struct event *apply_ev, *quiet_tm, *retry_tm, *follow_tm;
   held_cp pending[PENDING_CP_MAX];
   size_t npending;
@@ -224,10 +239,16 @@ static int ensure_client(peer_link *l) {
               sizeof ip);
     freeaddrinfo(res);
   }
+  /* The client's own back-off for failed connects is capped like ours:
+   * a call waits for whichever is later. */
   permit_client_config cfg = {.host = ip,
                               .port = (int)port,
                               .tls = l->s->tls,
-                              .authority = l->peer.name};
+                              .authority = l->peer.name,
+                              .backoff_initial_ms = RETRY_INITIAL_MS,
+                              .backoff_max_ms = RETRY_MAX_MS,
+                              .keepalive_ms = KEEPALIVE_MS,
+                              .keepalive_timeout_ms = KEEPALIVE_TIMEOUT_MS};
   permit_err err;
   l->client = permit_client_new(l->s->base, &cfg, &err);
   if (l->client == NULL) {
@@ -895,6 +916,19 @@ static void on_apply(evutil_socket_t fd, short what, void *arg) {
 
 /* ---- the Pull stream ---- */
 
+/* The stream works (an item came, or it is connected and waiting). */
+static void link_up(peer_link *l) {
+  l->progressed = 1;
+  set_state(l, 0, "following");
+  if (l->fails > 0)
+    permit_logf(PERMIT_LEVEL_INFO, "sync.resumed",
+                "Pull of %s from %s resumed after %lld s (%d failed "
+                "attempt%s)", permit_log_origin(l->inbound), l->peer.endpoint,
+                (long long)((mono_ms() - l->down_since_ms) / 1000), l->fails,
+                l->fails == 1 ? "" : "s");
+  l->fails = 0;
+}
+
 static void pull_message(void *arg, const uint8_t *msg, size_t len) {
   peer_link *l = arg;
   if (l->discard || l->s->closing) return;
@@ -967,10 +1001,7 @@ static void pull_message(void *arg, const uint8_t *msg, size_t len) {
     now = 1;
   }
   if (r != NULL) permit__v1__pull_response__free_unpacked(r, NULL);
-  if (!l->discard && !l->progressed) {
-    l->progressed = 1;
-    set_state(l, 0, "following");
-  }
+  if (!l->discard && !l->progressed) link_up(l);
   if (before == 0 && l->nitems > 0) l->first_ms = now_ms;
   if (now || l->nitems >= BATCH_MAX || l->bytes >= BATCH_BYTES ||
       (l->nitems > 0 && now_ms - l->first_ms >= MAX_WAIT_MS)) {
@@ -1010,17 +1041,24 @@ static void pull_done(void *arg, int status, const char *message) {
   if (l->silent) {
     set_state(l, 0, "reconnecting: nothing from %s for %d s", l->peer.name,
               SILENT_MS / 1000);
+  } else if (!l->failed && status == PERMIT_GRPC_OK) {
+    set_state(l, 0, "reconnecting: %s ended the stream", l->peer.name);
+    permit_logf(PERMIT_LEVEL_INFO, "sync.stream_ended",
+                "Pull of %s from %s ended: OK %s",
+                permit_log_origin(l->inbound), l->peer.endpoint, message);
   } else if (!l->failed) {
-    if (status == PERMIT_GRPC_OK)
-      set_state(l, 0, "reconnecting: %s ended the stream", l->peer.name);
-    else
-      set_state(l, 0, "backing off: %s: %s", permit_grpc_status_name(status),
-                message);
-    permit_logf(status == PERMIT_GRPC_OK ? PERMIT_LEVEL_INFO
-                                         : PERMIT_LEVEL_WARN,
-                "sync.stream_ended", "Pull of %s from %s ended: %s %s",
-                permit_log_origin(l->inbound), l->peer.endpoint,
-                permit_grpc_status_name(status), message);
+    if (l->fails++ == 0) l->down_since_ms = mono_ms();
+    snprintf(l->last_fail, sizeof l->last_fail, "%s: %.200s",
+             permit_grpc_status_name(status), message);
+    set_state(l, 0, "backing off: %s", l->last_fail);
+    /* Retried every few seconds while the peer is away: logged on the
+     * 1st, 2nd, 4th, 8th... failure, so a long outage stays a few lines. */
+    if ((l->fails & (l->fails - 1)) == 0)
+      permit_logf(PERMIT_LEVEL_WARN, "sync.stream_ended",
+                  "Pull of %s from %s ended: %s (failure %d in %lld s)",
+                  permit_log_origin(l->inbound), l->peer.endpoint,
+                  l->last_fail, l->fails,
+                  (long long)((mono_ms() - l->down_since_ms) / 1000));
   }
   backoff_next(&l->backoff_ms, &tv);
   evtimer_add(l->retry_tm, &tv);
@@ -1034,10 +1072,7 @@ static void on_follow_check(evutil_socket_t fd, short what, void *arg) {
   (void)fd, (void)what;
   if (l->call == NULL || l->discard) return;
   /* Connected and nothing to send yet is following too. */
-  if (!l->progressed && permit_client_connected(l->client)) {
-    l->progressed = 1;
-    set_state(l, 0, "following");
-  }
+  if (!l->progressed && permit_client_connected(l->client)) link_up(l);
   if (mono_ms() - l->last_rx_ms >= SILENT_MS) {
     l->silent = 1;
     permit_client_cancel(l->call); /* pull_done starts it again */
@@ -1072,7 +1107,13 @@ static void pull_start(peer_link *l) {
   uint8_t buf[32 + PERMIT_NAME_MAX];
   size_t n = permit__v1__pull_request__pack(&req, buf);
   l->next_seq = req.from_seq;
-  set_state(l, 0, "connecting to %s", l->peer.endpoint);
+  if (l->fails > 0)
+    set_state(l, 0, "connecting to %s; unreachable for %lld s, last: %s",
+              l->peer.endpoint,
+              (long long)((mono_ms() - l->down_since_ms) / 1000),
+              l->last_fail);
+  else
+    set_state(l, 0, "connecting to %s", l->peer.endpoint);
   l->call_ended = 0;
   permit_client_call *c =
       permit_client_start(l->client, PULL_PATH, buf, n, 0, &pull_handlers, l);

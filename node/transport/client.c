@@ -21,7 +21,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <time.h>
 
 #include "permit/crypto.h"
 
@@ -52,12 +54,16 @@ struct permit_client {
   int port;
   SSL_CTX *tls;
   int connect_timeout_ms, backoff_initial_ms, backoff_max_ms;
+  int keepalive_ms, keepalive_timeout_ms;
   uint32_t max_message;
   struct bufferevent *bev;
   nghttp2_session *h2;
   cstate state;
-  struct event *flush_ev, *backoff_ev;
+  struct event *flush_ev, *backoff_ev, *ping_ev;
   int backoff_ms;
+  int64_t last_rx_ms;   /* when bytes last came from the server */
+  int64_t ping_sent_ms; /* when the unanswered PING went out */
+  int ping_out;
   permit_client_call *calls;
   int in_recv; /* inside nghttp2 callbacks: do not free the session */
 };
@@ -99,7 +105,15 @@ static void fail_all(permit_client *c, int only_submitted, int status,
   }
 }
 
+static int64_t mono_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
 static void client_drop(permit_client *c) {
+  if (c->ping_ev != NULL) evtimer_del(c->ping_ev);
+  c->ping_out = 0;
   if (c->h2 != NULL) {
     nghttp2_session_del(c->h2);
     c->h2 = NULL;
@@ -347,11 +361,75 @@ static void client_setup(void) {
   nghttp2_option_set_no_closed_streams(client_options, 1);
 }
 
+/* ---- keepalive ---- */
+
+static void ping_arm(permit_client *c, int64_t ms) {
+  if (ms < 1) ms = 1;
+  struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)(ms % 1000) * 1000};
+  evtimer_add(c->ping_ev, &tv);
+}
+
+/* Bytes the kernel holds for this connection, not read yet: a loop that
+ * was busy may run the PING timer before the read of the answer. */
+static int unread_bytes(permit_client *c) {
+  int n = 0;
+  evutil_socket_t fd = c->bev != NULL ? bufferevent_getfd(c->bev) : -1;
+  if (fd < 0 || ioctl(fd, FIONREAD, &n) != 0) return 0;
+  return n;
+}
+
+/*
+ * The keepalive timer of a ready connection: a PING once the server has
+ * been quiet for keepalive_ms while calls are open (an idle connection
+ * is the server's to close), and the connection given up when nothing at
+ * all comes back within keepalive_timeout_ms.  Without it a follow
+ * stream over a link that went dark waits for TCP to give up: minutes of
+ * retransmission back-off, or never when this side has nothing to send.
+ */
+static void on_ping(evutil_socket_t fd, short what, void *arg) {
+  permit_client *c = arg;
+  (void)fd, (void)what;
+  if (c->state != C_READY || c->h2 == NULL) return;
+  int64_t now = mono_ms();
+  if (c->ping_out) {
+    if (c->last_rx_ms >= c->ping_sent_ms) {
+      c->ping_out = 0; /* answered, or something else came */
+    } else if (now - c->ping_sent_ms < c->keepalive_timeout_ms) {
+      ping_arm(c, c->keepalive_timeout_ms - (now - c->ping_sent_ms));
+      return;
+    } else if (unread_bytes(c) > 0) {
+      ping_arm(c, 100);
+      return;
+    } else {
+      char why[64];
+      snprintf(why, sizeof why, "no answer to a PING in %d ms",
+               c->keepalive_timeout_ms);
+      client_lost(c, 0, why);
+      return;
+    }
+  }
+  int64_t quiet = now - c->last_rx_ms;
+  if (c->calls == NULL || quiet < c->keepalive_ms) {
+    ping_arm(c, c->calls == NULL ? c->keepalive_ms : c->keepalive_ms - quiet);
+    return;
+  }
+  int rc = nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL);
+  if (rc != 0) {
+    client_lost(c, 0, nghttp2_strerror(rc));
+    return;
+  }
+  c->ping_out = 1;
+  c->ping_sent_ms = now;
+  ping_arm(c, c->keepalive_timeout_ms);
+  client_flush(c);
+}
+
 /* ---- connection ---- */
 
 static void on_read(struct bufferevent *bev, void *arg) {
   permit_client *c = arg;
   struct evbuffer *in = bufferevent_get_input(bev);
+  c->last_rx_ms = mono_ms();
   struct evbuffer_iovec v[16];
   int n = evbuffer_peek(in, -1, NULL, v, 16);
   if (n > 16) n = 16;
@@ -399,6 +477,10 @@ static void on_event(struct bufferevent *bev, short what, void *arg) {
     nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 1);
     c->state = C_READY;
     c->backoff_ms = c->backoff_initial_ms;
+    if (c->keepalive_ms > 0) {
+      c->last_rx_ms = mono_ms();
+      ping_arm(c, c->keepalive_ms);
+    }
     submit_pending(c);
     client_flush(c);
     return;
@@ -488,10 +570,15 @@ permit_client *permit_client_new(struct event_base *base,
                                                       : 200;
   c->backoff_max_ms = cfg->backoff_max_ms > 0 ? cfg->backoff_max_ms : 30000;
   c->backoff_ms = c->backoff_initial_ms;
+  c->keepalive_ms = cfg->keepalive_ms > 0 ? cfg->keepalive_ms : 0;
+  c->keepalive_timeout_ms =
+      cfg->keepalive_timeout_ms > 0 ? cfg->keepalive_timeout_ms : 10000;
   c->max_message = cfg->max_message > 0 ? cfg->max_message : 1 << 20;
   c->flush_ev = event_new(base, -1, 0, on_flush, c);
   c->backoff_ev = evtimer_new(base, on_backoff, c);
-  if (c->host == NULL || c->flush_ev == NULL || c->backoff_ev == NULL) {
+  c->ping_ev = evtimer_new(base, on_ping, c);
+  if (c->host == NULL || c->flush_ev == NULL || c->backoff_ev == NULL ||
+      c->ping_ev == NULL) {
     permit_client_free(c);
     permit_err_set(err, PERMIT_ENOMEM, "out of memory");
     return NULL;
@@ -505,6 +592,7 @@ void permit_client_free(permit_client *c) {
   client_drop(c);
   if (c->flush_ev != NULL) event_free(c->flush_ev);
   if (c->backoff_ev != NULL) event_free(c->backoff_ev);
+  if (c->ping_ev != NULL) event_free(c->ping_ev);
   if (c->tls != NULL) SSL_CTX_free(c->tls);
   free(c->host);
   free(c->authority);

@@ -2,7 +2,8 @@
  * test_client: the gRPC client against the gRPC server, in one process
  * on 127.0.0.1: unary and server-streaming calls, errors, deadlines,
  * back-pressure from a paused reader, mutual TLS with pinned keys,
- * reconnection with back-off, and a server that stops.
+ * reconnection with back-off, a server that stops, and the PING
+ * keepalive (a live server keeps a quiet call; a silent peer loses it).
  */
 #include <arpa/inet.h>
 #include <event2/event.h>
@@ -288,6 +289,48 @@ static void test_reconnect(struct event_base *base) {
   permit_server_free(s);
 }
 
+static void test_keepalive(struct event_base *base) {
+  permit_err err;
+  /* A live server that never answers the call still answers PINGs: the
+   * call outlives many keepalive periods. */
+  int port = 0;
+  permit_server *s = start_server(NULL, &port);
+  permit_client_config cfg = {.host = "127.0.0.1", .port = port,
+                              .keepalive_ms = 100,
+                              .keepalive_timeout_ms = 300};
+  permit_client *c = permit_client_new(base, &cfg, &err);
+  result r = {0};
+  permit_client_call *call =
+      permit_client_start(c, "/t.T/Hang", (uint8_t *)"k", 1, 0, &handlers, &r);
+  CHECK(!run_until(base, &r.done, 1.5));
+  CHECK(permit_client_connected(c));
+  permit_client_cancel(call);
+  CHECK(r.done && r.status == PERMIT_GRPC_CANCELLED);
+  permit_client_free(c);
+  permit_server_free(s);
+
+  /* A peer that accepted the connection and then went silent (a dead
+   * link looks the same): the call ends within the keepalive. */
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  struct sockaddr_in sin = {.sin_family = AF_INET};
+  sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  socklen_t sl = sizeof sin;
+  CHECK(bind(fd, (struct sockaddr *)&sin, sizeof sin) == 0 &&
+        listen(fd, 4) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sin, &sl) == 0);
+  cfg.port = ntohs(sin.sin_port);
+  c = permit_client_new(base, &cfg, &err);
+  memset(&r, 0, sizeof r);
+  double t0 = now_s();
+  permit_client_start(c, "/t.T/Hang", (uint8_t *)"k", 1, 0, &handlers, &r);
+  CHECK(run_until(base, &r.done, 5));
+  CHECKF(r.status == PERMIT_GRPC_UNAVAILABLE && strstr(r.msg, "PING") != NULL,
+         "status %d %s", r.status, r.msg);
+  CHECKF(now_s() - t0 < 2, "took %.2f s", now_s() - t0);
+  permit_client_free(c);
+  close(fd);
+}
+
 static void test_tls(struct event_base *base) {
   permit_sign_key *sk, *ck, *ok_other;
   char *scert, *ccert, *ocert;
@@ -363,6 +406,7 @@ int main(int argc, char **argv) {
   if (!*only || !strcmp(only, "h2c")) test_h2c(base);
   if (!*only || !strcmp(only, "reconnect")) test_reconnect(base);
   if (!*only || !strcmp(only, "tls")) test_tls(base);
+  if (!*only || !strcmp(only, "keepalive")) test_keepalive(base);
   event_base_loop(base, EVLOOP_NONBLOCK); /* deferred frees */
   event_base_free(base);
   permit_crypto_cleanup();
