@@ -1065,20 +1065,7 @@ static void change_message(permit_call *c, const uint8_t *msg, size_t len,
   if (token_call(co, c, token, op->buyer) != 0) goto fail;
   if (w != NULL) permit__v1__withdraw_request__free_unpacked(w, NULL);
   if (e != NULL) permit__v1__erase_request__free_unpacked(e, NULL);
-  op->co = co;
-  op->job = permit_job_new(c, grpc_answer, free, op);
-  if (op->job == NULL) {
-    free(op);
-    permit_call_finish(c, PERMIT_GRPC_RESOURCE_EXHAUSTED, "out of memory");
-    return;
-  }
-  if (permit_sync_submit(co->sync, buyer_work, op) != 0) {
-    permit_job *j = op->job;
-    permit_call_set_data(c, NULL);
-    permit_call_finish(c, PERMIT_GRPC_UNAVAILABLE, "the node is stopping");
-    permit_job_abandon(j);
-    permit_job_closed(j);
-  }
+  submit_op(co, c, op);
   return;
 fail:
   if (w != NULL) permit__v1__withdraw_request__free_unpacked(w, NULL);
