@@ -5,7 +5,9 @@
  * files, and the pairwise pseudonym of protocol.md section 4.
  *
  * The algorithm implementations are fetched from OpenSSL once, by
- * permit_crypto_init(), and shared by every thread afterwards.
+ * permit_crypto_init(), and shared by every thread afterwards.  Each
+ * thread also keeps a few reusable OpenSSL contexts, made on its first
+ * call and freed when it ends.
  */
 #ifndef PERMIT_CRYPTO_H
 #define PERMIT_CRYPTO_H
@@ -40,7 +42,9 @@ int permit_crypto_init(void);
  */
 void permit_crypto_cleanup(void);
 
-/* Fills |len| bytes of |out| from the OpenSSL CSPRNG. */
+/* Fills |len| bytes of |out| from the OpenSSL CSPRNG.  Requests of up to
+ * 64 bytes are served from a per-thread buffer of its output (refilled
+ * after a fork), to spare OpenSSL's per-call cost. */
 int permit_random(uint8_t *out, size_t len);
 
 /* One buffer of a message given in parts. */
@@ -56,6 +60,14 @@ int permit_sha256(const permit_iov *parts, size_t n,
 /* HMAC-SHA256 of |data| under |key|. */
 int permit_hmac_sha256(const uint8_t *key, size_t keylen, const uint8_t *data,
                        size_t len, uint8_t out[PERMIT_SHA256_LEN]);
+
+/*
+ * HMAC-SHA256 under |key| of the concatenation of |n| parts.  Returns
+ * PERMIT_EINVAL when |key| or a part is NULL with a non-zero length.
+ */
+int permit_hmac_sha256_iov(const uint8_t *key, size_t keylen,
+                           const permit_iov *parts, size_t n,
+                           uint8_t out[PERMIT_SHA256_LEN]);
 
 /* HKDF-Extract (RFC 5869 2.2).  |salt| may be NULL with |saltlen| 0. */
 int permit_hkdf_extract(const uint8_t *salt, size_t saltlen,

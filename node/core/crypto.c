@@ -6,6 +6,19 @@
  * refuses something; the paths that fail on peer input (a bad signature,
  * a low-order point, a tag mismatch, a broken key file) clear it so that a
  * later, unrelated caller does not find stale errors there.
+ *
+ * OpenSSL 3.0 spends more on building a context than on many of the
+ * operations themselves: each new signing, key-exchange or key-import
+ * context looks its algorithm up by name in the provider tables, under a
+ * lock.  So contexts are kept and reused:
+ *   - a key's signing and key-exchange contexts, in a small pool inside
+ *     the key (taken and given back under a mutex), freed with the key;
+ *   - per thread: the AEAD contexts, the X25519 import context, and
+ *     small caches of the Ed25519 public keys verified
+ *     against and the X25519 public keys derived with, freed when the
+ *     thread ends (or, for the thread that calls exit(), by an atexit
+ *     hook).  Reused AEAD contexts are re-keyed with zeros after each
+ *     message, so no message key outlives its call.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -14,6 +27,8 @@
 #include <openssl/core_names.h>
 #include <openssl/err.h>
 #include <openssl/pem.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -30,51 +45,141 @@
 /* EVP update calls take an int length; feed larger buffers in pieces. */
 #define EVP_CHUNK (1 << 30)
 
+/* Contexts a key keeps for reuse: about the threads that sign at once. */
+#define POOL_MAX 8
+/* Per thread: the signers one thread verifies (a node's peers, its own
+ * key), and the X25519 public keys it derives with (the venues sealed
+ * to).  Misses cost a rebuilt context, not a wrong answer. */
+#define VERIFY_CACHE 4
+#define PEER_CACHE 4
+
 /* OpenSSL refuses NULL data pointers even for empty strings. */
 static const uint8_t empty_buf[1];
 
-struct permit_sign_key {
-  EVP_PKEY *pkey;
-  uint8_t pub[PERMIT_ED25519_PUB_LEN];
-  char id[PERMIT_KEY_ID_LEN];
-};
+/* ---- contexts kept for reuse ---- */
 
-struct permit_kx_key {
-  EVP_PKEY *pkey;
-  uint8_t pub[PERMIT_X25519_LEN];
-};
+/* Contexts bound to one key, shared by the threads using the key. */
+typedef struct ctx_pool {
+  pthread_mutex_t lock;
+  size_t n;
+  void *ctx[POOL_MAX];
+} ctx_pool;
 
-/* ---- HKDF ---- */
-
-static int hkdf_run(int mode, const uint8_t *salt, size_t saltlen,
-                    const uint8_t *key, size_t keylen, const uint8_t *info,
-                    size_t infolen, uint8_t *out, size_t outlen) {
-  const permit_algs *a = permit_algs_get();
-  if (a == NULL) return PERMIT_ECRYPTO;
-  OSSL_PARAM params[6], *p = params;
-  *p++ = OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, "SHA256", 0);
-  *p++ = OSSL_PARAM_construct_int(OSSL_KDF_PARAM_MODE, &mode);
-  *p++ = OSSL_PARAM_construct_octet_string(
-      OSSL_KDF_PARAM_KEY, (void *)(keylen ? key : empty_buf), keylen);
-  /* An absent salt is HashLen zero bytes (RFC 5869 2.2); OpenSSL does
-   * that itself when the parameter is left out. */
-  if (saltlen > 0)
-    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT,
-                                             (void *)salt, saltlen);
-  if (infolen > 0)
-    *p++ = OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_INFO,
-                                             (void *)info, infolen);
-  *p = OSSL_PARAM_construct_end();
-  EVP_KDF_CTX *kctx = EVP_KDF_CTX_new(a->hkdf);
-  int ok = kctx != NULL && EVP_KDF_derive(kctx, out, outlen, params) == 1;
-  EVP_KDF_CTX_free(kctx);
-  if (!ok) {
-    ERR_clear_error();
-    permit_wipe(out, outlen);
-    return PERMIT_ECRYPTO;
+static ctx_pool *pool_new(void) {
+  ctx_pool *p = calloc(1, sizeof *p);
+  if (p != NULL && pthread_mutex_init(&p->lock, NULL) != 0) {
+    free(p);
+    return NULL;
   }
-  return 0;
+  return p;
 }
+
+/* Frees the pool and, with |free_ctx|, every context in it. */
+static void pool_free(ctx_pool *p, void (*free_ctx)(void *)) {
+  if (p == NULL) return;
+  for (size_t i = 0; i < p->n; i++) free_ctx(p->ctx[i]);
+  pthread_mutex_destroy(&p->lock);
+  free(p);
+}
+
+/* A context from the pool, or NULL when it is empty. */
+static void *pool_take(ctx_pool *p) {
+  pthread_mutex_lock(&p->lock);
+  void *c = p->n > 0 ? p->ctx[--p->n] : NULL;
+  pthread_mutex_unlock(&p->lock);
+  return c;
+}
+
+/* Gives |c| back; 0 when the pool is full and the caller must free it. */
+static int pool_put(ctx_pool *p, void *c) {
+  pthread_mutex_lock(&p->lock);
+  int kept = p->n < POOL_MAX;
+  if (kept) p->ctx[p->n++] = c;
+  pthread_mutex_unlock(&p->lock);
+  return kept;
+}
+
+static void md_ctx_free(void *c) { EVP_MD_CTX_free(c); }
+static void pkey_ctx_free(void *c) { EVP_PKEY_CTX_free(c); }
+
+/*
+ * Whether a one-shot Ed25519 context can sign or verify twice.  OpenSSL
+ * 3.0 allows it (openssl speed relies on it); later releases mark the
+ * context finalised after one call.  Learnt from the first reused context:
+ * one that succeeds settles WORKS; one that fails where a fresh context
+ * then succeeds settles BROKEN, and contexts are no longer kept.  Until
+ * then a failure on a reused context is retried on a fresh one, so an
+ * answer never rests on the guess.
+ */
+enum { REUSE_UNKNOWN, REUSE_WORKS, REUSE_BROKEN };
+static atomic_int oneshot_reuse = REUSE_UNKNOWN;
+
+typedef struct verify_slot {
+  uint8_t pub[PERMIT_ED25519_PUB_LEN];
+  EVP_MD_CTX *md; /* NULL: the slot is free */
+} verify_slot;
+
+typedef struct peer_slot {
+  uint8_t pub[PERMIT_X25519_LEN];
+  EVP_PKEY *pkey; /* NULL: the slot is free */
+} peer_slot;
+
+/* One thread's contexts; every member may be NULL until first needed. */
+typedef struct thread_state {
+  EVP_CIPHER_CTX *aead[2]; /* AES-128-GCM, ChaCha20-Poly1305 */
+  EVP_PKEY_CTX *x25519_fromdata;
+  verify_slot verify[VERIFY_CACHE];
+  peer_slot peer[PEER_CACHE];
+  unsigned verify_next, peer_next; /* round-robin eviction */
+} thread_state;
+
+static pthread_key_t state_key;
+static pthread_once_t state_key_once = PTHREAD_ONCE_INIT;
+static int state_key_ok;
+static _Thread_local thread_state *thread_st;
+
+static void state_free(void *arg) {
+  thread_state *t = arg;
+  for (size_t i = 0; i < 2; i++) EVP_CIPHER_CTX_free(t->aead[i]);
+  EVP_PKEY_CTX_free(t->x25519_fromdata);
+  for (size_t i = 0; i < VERIFY_CACHE; i++) EVP_MD_CTX_free(t->verify[i].md);
+  for (size_t i = 0; i < PEER_CACHE; i++) EVP_PKEY_free(t->peer[i].pkey);
+  free(t);
+  thread_st = NULL;
+}
+
+/* exit() runs no thread-exit destructors: free the exiting thread's. */
+static void state_free_at_exit(void) {
+  if (thread_st == NULL) return;
+  pthread_setspecific(state_key, NULL);
+  state_free(thread_st);
+}
+
+static void state_key_create(void) {
+  /* OpenSSL registers its own atexit cleanup when first initialised;
+   * initialising it first puts ours ahead of it at exit. */
+  if (permit_crypto_init() != 0) return;
+  state_key_ok = pthread_key_create(&state_key, state_free) == 0 &&
+                 atexit(state_free_at_exit) == 0;
+}
+
+/* The calling thread's state, or NULL when it cannot be made. */
+static thread_state *state_get(void) {
+  thread_state *t = thread_st;
+  if (t != NULL) return t;
+  pthread_once(&state_key_once, state_key_create);
+  if (!state_key_ok) return NULL;
+  t = calloc(1, sizeof *t);
+  if (t == NULL) return NULL;
+  if (pthread_setspecific(state_key, t) != 0) {
+    free(t);
+    return NULL;
+  }
+  thread_st = t;
+  return t;
+}
+
+/* ---- HKDF, on HMAC-SHA256 (RFC 5869) ---- */
 
 int permit_hkdf_extract(const uint8_t *salt, size_t saltlen,
                         const uint8_t *ikm, size_t ikmlen,
@@ -82,8 +187,11 @@ int permit_hkdf_extract(const uint8_t *salt, size_t saltlen,
   if ((salt == NULL && saltlen > 0) || (ikm == NULL && ikmlen > 0) ||
       prk == NULL)
     return PERMIT_EINVAL;
-  return hkdf_run(EVP_KDF_HKDF_MODE_EXTRACT_ONLY, salt, saltlen, ikm, ikmlen,
-                  NULL, 0, prk, PERMIT_SHA256_LEN);
+  /* An absent salt is HashLen zero bytes (2.2), which HMAC pads to the
+   * same block as an empty key. */
+  permit_iov part = {ikm, ikmlen};
+  int rc = permit_hmac_sha256_iov(salt, saltlen, &part, 1, prk);
+  return rc == 0 ? 0 : PERMIT_ECRYPTO;
 }
 
 int permit_hkdf_expand(const uint8_t *prk, size_t prklen, const uint8_t *info,
@@ -92,8 +200,31 @@ int permit_hkdf_expand(const uint8_t *prk, size_t prklen, const uint8_t *info,
       outlen == 0 || outlen > PERMIT_HKDF_MAX_OUT ||
       (info == NULL && infolen > 0))
     return PERMIT_EINVAL;
-  return hkdf_run(EVP_KDF_HKDF_MODE_EXPAND_ONLY, NULL, 0, prk, prklen, info,
-                  infolen, out, outlen);
+  /* T(i) = HMAC(PRK, T(i-1) || info || i), T(0) empty; at most 255
+   * blocks, so the counter fits its byte. */
+  uint8_t t[PERMIT_SHA256_LEN], next[PERMIT_SHA256_LEN];
+  size_t tlen = 0, done = 0;
+  uint8_t i = 0;
+  int rc = 0;
+  while (rc == 0 && done < outlen) {
+    i++;
+    permit_iov parts[3] = {{t, tlen}, {info, infolen}, {&i, 1}};
+    rc = permit_hmac_sha256_iov(prk, prklen, parts, 3, next);
+    size_t n = outlen - done < sizeof t ? outlen - done : sizeof t;
+    if (rc == 0) {
+      memcpy(t, next, sizeof t);
+      memcpy(out + done, t, n);
+    }
+    tlen = sizeof t;
+    done += n;
+  }
+  permit_wipe(t, sizeof t);
+  permit_wipe(next, sizeof next);
+  if (rc != 0) {
+    permit_wipe(out, outlen);
+    return PERMIT_ECRYPTO;
+  }
+  return 0;
 }
 
 int permit_hkdf(const uint8_t *salt, size_t saltlen, const uint8_t *ikm,
@@ -121,23 +252,51 @@ size_t permit_aead_key_len(permit_aead_id aead) {
 }
 
 /*
- * The checks seal and open share.  Returns 0 with the cipher in |*cipher|,
+ * The checks seal and open share, then the calling thread's context for
+ * |aead|, set to its cipher but keyless.  Returns 0 with it in |*ctx|,
  * PERMIT_EINVAL for an unknown AEAD or a bad length, PERMIT_ECRYPTO when
- * the algorithms are missing.
+ * the algorithms or the context are missing.
  */
 static int aead_prepare(permit_aead_id aead, const uint8_t *key,
                         size_t keylen, const uint8_t *nonce, size_t noncelen,
                         const uint8_t *aad, size_t aadlen,
-                        const EVP_CIPHER **cipher) {
+                        EVP_CIPHER_CTX **ctx) {
   size_t want = permit_aead_key_len(aead);
   if (want == 0 || key == NULL || keylen != want || nonce == NULL ||
       noncelen != PERMIT_AEAD_NONCE_LEN || (aad == NULL && aadlen > 0))
     return PERMIT_EINVAL;
   const permit_algs *a = permit_algs_get();
-  if (a == NULL) return PERMIT_ECRYPTO;
-  *cipher = aead == PERMIT_AEAD_AES_128_GCM ? a->aes_128_gcm
-                                            : a->chacha20_poly1305;
+  thread_state *t = a != NULL ? state_get() : NULL;
+  if (t == NULL) return PERMIT_ECRYPTO;
+  size_t i = aead == PERMIT_AEAD_AES_128_GCM ? 0 : 1;
+  if (t->aead[i] == NULL) {
+    const EVP_CIPHER *cipher = i == 0 ? a->aes_128_gcm : a->chacha20_poly1305;
+    EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+    if (c == NULL || EVP_CipherInit_ex2(c, cipher, NULL, NULL, 1, NULL) != 1) {
+      EVP_CIPHER_CTX_free(c);
+      ERR_clear_error();
+      return PERMIT_ECRYPTO;
+    }
+    t->aead[i] = c;
+  }
+  *ctx = t->aead[i];
   return 0;
+}
+
+/*
+ * Ends a use of the thread's AEAD context |c|: re-keys it with zeros so
+ * the message key does not stay in memory, or, after a failure or when
+ * that fails, frees it so that the next call starts from a new one.
+ */
+static void aead_release(EVP_CIPHER_CTX *c, int ok) {
+  static const uint8_t zero_key[32];
+  if (ok && EVP_CipherInit_ex2(c, NULL, zero_key, NULL, -1, NULL) == 1)
+    return;
+  ERR_clear_error();
+  thread_state *t = thread_st;
+  for (size_t i = 0; i < 2; i++)
+    if (t->aead[i] == c) t->aead[i] = NULL;
+  EVP_CIPHER_CTX_free(c);
 }
 
 /* Feeds |len| bytes to the cipher; |out| NULL means the bytes are AAD. */
@@ -161,23 +320,21 @@ int permit_aead_seal(permit_aead_id aead, const uint8_t *key, size_t keylen,
                      const uint8_t *nonce, size_t noncelen, const uint8_t *aad,
                      size_t aadlen, const uint8_t *pt, size_t ptlen,
                      uint8_t *ct) {
-  const EVP_CIPHER *cipher = NULL;
-  int rc = aead_prepare(aead, key, keylen, nonce, noncelen, aad, aadlen,
-                        &cipher);
-  if (rc != 0) return rc;
   if (ct == NULL || (pt == NULL && ptlen > 0) ||
       ptlen > SIZE_MAX - PERMIT_AEAD_TAG_LEN)
     return PERMIT_EINVAL;
-  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+  EVP_CIPHER_CTX *c = NULL;
+  int rc = aead_prepare(aead, key, keylen, nonce, noncelen, aad, aadlen, &c);
+  if (rc != 0) return rc;
   int outl = 0;
-  int ok = c != NULL &&
-           EVP_EncryptInit_ex2(c, cipher, key, nonce, NULL) == 1 &&
+  /* The cipher stays NULL: the context's own is reused, with no lookup. */
+  int ok = EVP_EncryptInit_ex2(c, NULL, key, nonce, NULL) == 1 &&
            cipher_update(c, NULL, aad, aadlen) &&
            cipher_update(c, ct, pt, ptlen) &&
            EVP_EncryptFinal_ex(c, ct + ptlen, &outl) == 1 && outl == 0 &&
            EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_GET_TAG, PERMIT_AEAD_TAG_LEN,
                                ct + ptlen) == 1;
-  EVP_CIPHER_CTX_free(c);
+  aead_release(c, ok);
   if (!ok) {
     ERR_clear_error();
     permit_wipe(ct, ptlen + PERMIT_AEAD_TAG_LEN);
@@ -190,20 +347,17 @@ int permit_aead_open(permit_aead_id aead, const uint8_t *key, size_t keylen,
                      const uint8_t *nonce, size_t noncelen, const uint8_t *aad,
                      size_t aadlen, const uint8_t *ct, size_t ctlen,
                      uint8_t *pt) {
-  const EVP_CIPHER *cipher = NULL;
-  int rc = aead_prepare(aead, key, keylen, nonce, noncelen, aad, aadlen,
-                        &cipher);
-  if (rc != 0) return rc;
   if (ct == NULL || ctlen < PERMIT_AEAD_TAG_LEN) return PERMIT_EINVAL;
   size_t ptlen = ctlen - PERMIT_AEAD_TAG_LEN;
   if (pt == NULL && ptlen > 0) return PERMIT_EINVAL;
+  EVP_CIPHER_CTX *c = NULL;
+  int rc = aead_prepare(aead, key, keylen, nonce, noncelen, aad, aadlen, &c);
+  if (rc != 0) return rc;
   /* Copied first: with |pt| == |ct| the decryption must not be able to
    * reach the tag, and OpenSSL's ctrl wants a writable buffer. */
   uint8_t tag[PERMIT_AEAD_TAG_LEN];
   memcpy(tag, ct + ptlen, sizeof tag);
-  EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-  int ok = c != NULL &&
-           EVP_DecryptInit_ex2(c, cipher, key, nonce, NULL) == 1 &&
+  int ok = EVP_DecryptInit_ex2(c, NULL, key, nonce, NULL) == 1 &&
            EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_AEAD_SET_TAG, sizeof tag, tag) ==
                1 &&
            cipher_update(c, NULL, aad, aadlen) &&
@@ -211,11 +365,12 @@ int permit_aead_open(permit_aead_id aead, const uint8_t *key, size_t keylen,
   rc = ok ? 0 : PERMIT_ECRYPTO;
   int outl = 0;
   uint8_t scratch[1];
-  /* The tag is compared here; a mismatch is the peer's doing.  Nothing is
-   * written to |scratch| by these stream-mode AEADs. */
+  /* The tag is compared here; a mismatch is the peer's doing, and leaves
+   * the context fit for the next message.  Nothing is written to
+   * |scratch| by these stream-mode AEADs. */
   if (rc == 0 && (EVP_DecryptFinal_ex(c, scratch, &outl) != 1 || outl != 0))
     rc = PERMIT_EVERIFY;
-  EVP_CIPHER_CTX_free(c);
+  aead_release(c, rc != PERMIT_ECRYPTO);
   if (rc != 0) {
     ERR_clear_error();
     if (ptlen > 0) permit_wipe(pt, ptlen);
@@ -238,11 +393,20 @@ void permit_key_id(const uint8_t *pub, size_t publen,
 
 /* ---- Ed25519 ---- */
 
+struct permit_sign_key {
+  EVP_PKEY *pkey;
+  ctx_pool *sign_ctxs; /* mutable behind a const key: a cache */
+  uint8_t pub[PERMIT_ED25519_PUB_LEN];
+  char id[PERMIT_KEY_ID_LEN];
+};
+
 /* Takes ownership of |pkey| whatever happens. */
 static int sign_key_wrap(EVP_PKEY *pkey, permit_sign_key **out) {
   permit_sign_key *k = calloc(1, sizeof *k);
-  if (k == NULL) {
+  ctx_pool *pool = k != NULL ? pool_new() : NULL;
+  if (pool == NULL) {
     EVP_PKEY_free(pkey);
+    free(k);
     return PERMIT_ENOMEM;
   }
   size_t n = sizeof k->pub;
@@ -251,10 +415,12 @@ static int sign_key_wrap(EVP_PKEY *pkey, permit_sign_key **out) {
       n != sizeof k->pub) {
     ERR_clear_error();
     EVP_PKEY_free(pkey);
+    pool_free(pool, md_ctx_free);
     free(k);
     return PERMIT_ECRYPTO;
   }
   k->pkey = pkey;
+  k->sign_ctxs = pool;
   permit_key_id(k->pub, sizeof k->pub, k->id);
   *out = k;
   return 0;
@@ -289,6 +455,8 @@ int permit_sign_key_from_seed(const uint8_t seed[PERMIT_ED25519_SEED_LEN],
 
 void permit_sign_key_free(permit_sign_key *key) {
   if (key == NULL) return;
+  /* The contexts hold references to the key: they go first. */
+  pool_free(key->sign_ctxs, md_ctx_free);
   EVP_PKEY_free(key->pkey);
   free(key);
 }
@@ -327,6 +495,39 @@ static int signed_bytes(const char *context, const uint8_t *msg, size_t len,
   return 0;
 }
 
+/* A context ready to sign with |pkey| or verify against it, or NULL. */
+static EVP_MD_CTX *oneshot_ctx_new(EVP_PKEY *pkey, int sign) {
+  EVP_MD_CTX *md = EVP_MD_CTX_new();
+  if (md == NULL) return NULL;
+  int ok = sign ? EVP_DigestSignInit_ex(md, NULL, NULL, NULL, NULL, pkey,
+                                        NULL)
+                : EVP_DigestVerifyInit_ex(md, NULL, NULL, NULL, NULL, pkey,
+                                          NULL);
+  if (ok != 1) {
+    EVP_MD_CTX_free(md);
+    return NULL;
+  }
+  return md;
+}
+
+/* Records what a reused context's call taught (see oneshot_reuse):
+ * |reused_ok| is whether it succeeded, |fresh_ok| whether the fresh
+ * context tried after it did. */
+static void oneshot_learn(int reused_ok, int fresh_ok) {
+  int expected = REUSE_UNKNOWN;
+  if (reused_ok)
+    atomic_compare_exchange_strong(&oneshot_reuse, &expected, REUSE_WORKS);
+  else if (fresh_ok)
+    atomic_compare_exchange_strong(&oneshot_reuse, &expected, REUSE_BROKEN);
+}
+
+static int sign_once(EVP_MD_CTX *md, const uint8_t *data, size_t len,
+                     uint8_t sig[PERMIT_ED25519_SIG_LEN]) {
+  size_t siglen = PERMIT_ED25519_SIG_LEN;
+  return EVP_DigestSign(md, sig, &siglen, data, len) == 1 &&
+         siglen == PERMIT_ED25519_SIG_LEN;
+}
+
 int permit_sign(const permit_sign_key *key, const char *context,
                 const uint8_t *msg, size_t len,
                 uint8_t sig[PERMIT_ED25519_SIG_LEN]) {
@@ -336,14 +537,27 @@ int permit_sign(const permit_sign_key *key, const char *context,
   size_t datalen;
   int rc = signed_bytes(context, msg, len, &buf, &data, &datalen);
   if (rc != 0) return rc;
-  EVP_MD_CTX *md = EVP_MD_CTX_new();
-  size_t siglen = PERMIT_ED25519_SIG_LEN;
-  int ok = md != NULL &&
-           EVP_DigestSignInit_ex(md, NULL, NULL, NULL, NULL, key->pkey,
-                                 NULL) == 1 &&
-           EVP_DigestSign(md, sig, &siglen, data, datalen) == 1 &&
-           siglen == PERMIT_ED25519_SIG_LEN;
-  EVP_MD_CTX_free(md);
+  int ok = 0, reused = 0;
+  EVP_MD_CTX *md = atomic_load(&oneshot_reuse) != REUSE_BROKEN
+                       ? pool_take(key->sign_ctxs)
+                       : NULL;
+  if (md != NULL) {
+    reused = 1;
+    ok = sign_once(md, data, datalen, sig);
+    if (ok) oneshot_learn(1, 0);
+    if (!ok) {
+      ERR_clear_error();
+      EVP_MD_CTX_free(md);
+    }
+  }
+  if (!ok) {
+    md = oneshot_ctx_new(key->pkey, 1);
+    ok = md != NULL && sign_once(md, data, datalen, sig);
+    if (reused) oneshot_learn(0, ok);
+  }
+  if (md != NULL && (!ok || atomic_load(&oneshot_reuse) == REUSE_BROKEN ||
+                     !pool_put(key->sign_ctxs, md)))
+    EVP_MD_CTX_free(md);
   free(buf);
   if (!ok) {
     ERR_clear_error();
@@ -351,6 +565,59 @@ int permit_sign(const permit_sign_key *key, const char *context,
     return PERMIT_ECRYPTO;
   }
   return 0;
+}
+
+/*
+ * A context verifying against |pub|: the thread's cached one, moved out
+ * of the cache (*cached set), or a new one.  NULL with |*rc| set when the
+ * key cannot be loaded (PERMIT_EVERIFY) or memory runs out.
+ */
+static EVP_MD_CTX *verify_ctx_get(thread_state *t,
+                                  const uint8_t pub[PERMIT_ED25519_PUB_LEN],
+                                  int *cached, int *rc) {
+  *cached = 0;
+  if (t != NULL && atomic_load(&oneshot_reuse) != REUSE_BROKEN) {
+    for (size_t i = 0; i < VERIFY_CACHE; i++) {
+      verify_slot *s = &t->verify[i];
+      if (s->md != NULL && memcmp(s->pub, pub, sizeof s->pub) == 0) {
+        EVP_MD_CTX *md = s->md;
+        s->md = NULL;
+        *cached = 1;
+        return md;
+      }
+    }
+  }
+  /* The point is decoded, and refused if malformed, inside the verify. */
+  EVP_PKEY *pkey = EVP_PKEY_new_raw_public_key_ex(NULL, "ED25519", NULL, pub,
+                                                  PERMIT_ED25519_PUB_LEN);
+  if (pkey == NULL) {
+    *rc = PERMIT_EVERIFY;
+    return NULL;
+  }
+  /* The context holds its own reference to the key. */
+  EVP_MD_CTX *md = oneshot_ctx_new(pkey, 0);
+  EVP_PKEY_free(pkey);
+  if (md == NULL) *rc = PERMIT_EVERIFY;
+  return md;
+}
+
+/* Keeps |md|, a context verifying against |pub|, in the thread's cache. */
+static void verify_ctx_keep(thread_state *t,
+                            const uint8_t pub[PERMIT_ED25519_PUB_LEN],
+                            EVP_MD_CTX *md) {
+  if (t == NULL || atomic_load(&oneshot_reuse) == REUSE_BROKEN) {
+    EVP_MD_CTX_free(md);
+    return;
+  }
+  verify_slot *s = NULL;
+  for (size_t i = 0; i < VERIFY_CACHE && s == NULL; i++)
+    if (t->verify[i].md == NULL) s = &t->verify[i];
+  if (s == NULL) {
+    s = &t->verify[t->verify_next++ % VERIFY_CACHE];
+    EVP_MD_CTX_free(s->md);
+  }
+  memcpy(s->pub, pub, sizeof s->pub);
+  s->md = md;
 }
 
 int permit_verify(const uint8_t pub[PERMIT_ED25519_PUB_LEN],
@@ -365,34 +632,50 @@ int permit_verify(const uint8_t pub[PERMIT_ED25519_PUB_LEN],
   size_t datalen;
   int rc = signed_bytes(context, msg, len, &buf, &data, &datalen);
   if (rc != 0) return rc == PERMIT_EINVAL ? PERMIT_EVERIFY : rc;
-  /* The point is decoded, and refused if malformed, inside the verify. */
-  EVP_PKEY *pkey = EVP_PKEY_new_raw_public_key_ex(NULL, "ED25519", NULL, pub,
-                                                  PERMIT_ED25519_PUB_LEN);
-  EVP_MD_CTX *md = EVP_MD_CTX_new();
-  if (pkey == NULL || md == NULL) {
-    rc = pkey == NULL ? PERMIT_EVERIFY : PERMIT_ENOMEM;
-  } else if (EVP_DigestVerifyInit_ex(md, NULL, NULL, NULL, NULL, pkey,
-                                     NULL) != 1) {
-    rc = PERMIT_EVERIFY;
-  } else {
-    rc = EVP_DigestVerify(md, sig, siglen, data, datalen) == 1
-             ? 0
-             : PERMIT_EVERIFY;
+  thread_state *t = state_get();
+  int cached = 0;
+  EVP_MD_CTX *md = verify_ctx_get(t, pub, &cached, &rc);
+  int valid = md != NULL && EVP_DigestVerify(md, sig, siglen, data,
+                                             datalen) == 1;
+  if (cached && valid) oneshot_learn(1, 0);
+  /* A reused context's refusal is final only once reuse is known to
+   * work; until then a fresh context has the last word. */
+  if (cached && !valid && atomic_load(&oneshot_reuse) != REUSE_WORKS) {
+    ERR_clear_error();
+    EVP_MD_CTX_free(md);
+    md = verify_ctx_get(NULL, pub, &cached, &rc);
+    valid = md != NULL && EVP_DigestVerify(md, sig, siglen, data,
+                                           datalen) == 1;
+    oneshot_learn(0, valid);
   }
-  EVP_MD_CTX_free(md);
-  EVP_PKEY_free(pkey);
+  if (md != NULL) verify_ctx_keep(t, pub, md);
   free(buf);
-  if (rc != 0) ERR_clear_error();
-  return rc;
+  if (md == NULL) {
+    ERR_clear_error();
+    return rc;
+  }
+  if (!valid) {
+    ERR_clear_error();
+    return PERMIT_EVERIFY;
+  }
+  return 0;
 }
 
 /* ---- X25519 ---- */
 
+struct permit_kx_key {
+  EVP_PKEY *pkey;
+  ctx_pool *derive_ctxs; /* mutable behind a const key: a cache */
+  uint8_t pub[PERMIT_X25519_LEN];
+};
+
 /* Takes ownership of |pkey| whatever happens. */
 static int kx_key_wrap(EVP_PKEY *pkey, permit_kx_key **out) {
   permit_kx_key *k = calloc(1, sizeof *k);
-  if (k == NULL) {
+  ctx_pool *pool = k != NULL ? pool_new() : NULL;
+  if (pool == NULL) {
     EVP_PKEY_free(pkey);
+    free(k);
     return PERMIT_ENOMEM;
   }
   size_t n = sizeof k->pub;
@@ -401,19 +684,61 @@ static int kx_key_wrap(EVP_PKEY *pkey, permit_kx_key **out) {
       n != sizeof k->pub) {
     ERR_clear_error();
     EVP_PKEY_free(pkey);
+    pool_free(pool, pkey_ctx_free);
     free(k);
     return PERMIT_ECRYPTO;
   }
   k->pkey = pkey;
+  k->derive_ctxs = pool;
   *out = k;
   return 0;
+}
+
+/*
+ * Imports X25519 key material through the thread's import context (no
+ * lookup of the algorithm): a public key alone, or a private key whose
+ * public half OpenSSL computes.  Returns the key, or NULL.
+ */
+static EVP_PKEY *x25519_import(thread_state *t, const uint8_t *pub,
+                               const uint8_t *priv) {
+  if (t->x25519_fromdata == NULL) {
+    EVP_PKEY_CTX *c = EVP_PKEY_CTX_new_from_name(NULL, "X25519", NULL);
+    if (c == NULL || EVP_PKEY_fromdata_init(c) != 1) {
+      EVP_PKEY_CTX_free(c);
+      return NULL;
+    }
+    t->x25519_fromdata = c;
+  }
+  OSSL_PARAM params[] = {
+      OSSL_PARAM_construct_octet_string(
+          priv != NULL ? OSSL_PKEY_PARAM_PRIV_KEY : OSSL_PKEY_PARAM_PUB_KEY,
+          (void *)(priv != NULL ? priv : pub), PERMIT_X25519_LEN),
+      OSSL_PARAM_construct_end()};
+  EVP_PKEY *pkey = NULL;
+  if (EVP_PKEY_fromdata(t->x25519_fromdata, &pkey,
+                        priv != NULL ? EVP_PKEY_KEYPAIR : EVP_PKEY_PUBLIC_KEY,
+                        params) != 1) {
+    EVP_PKEY_free(pkey);
+    return NULL;
+  }
+  return pkey;
 }
 
 int permit_kx_key_generate(permit_kx_key **out) {
   if (out == NULL) return PERMIT_EINVAL;
   *out = NULL;
   if (permit_crypto_init() != 0) return PERMIT_ECRYPTO;
-  EVP_PKEY *pkey = EVP_PKEY_Q_keygen(NULL, NULL, "X25519");
+  /* HPKE makes one per sealed message.  An X25519 private key is 32
+   * random bytes (RFC 7748 6.1); drawing them from permit_random()'s pool
+   * and importing them through the thread's context costs what
+   * EVP_PKEY_keygen() does less its own random call and lookups. */
+  thread_state *t = state_get();
+  if (t == NULL) return PERMIT_ECRYPTO;
+  uint8_t sk[PERMIT_X25519_LEN];
+  EVP_PKEY *pkey = permit_random(sk, sizeof sk) == 0
+                       ? x25519_import(t, NULL, sk)
+                       : NULL;
+  permit_wipe(sk, sizeof sk);
   if (pkey == NULL) {
     ERR_clear_error();
     return PERMIT_ECRYPTO;
@@ -438,6 +763,7 @@ int permit_kx_key_from_private(const uint8_t sk[PERMIT_X25519_LEN],
 
 void permit_kx_key_free(permit_kx_key *key) {
   if (key == NULL) return;
+  pool_free(key->derive_ctxs, pkey_ctx_free);
   EVP_PKEY_free(key->pkey);
   free(key);
 }
@@ -459,26 +785,60 @@ int permit_kx_key_private(const permit_kx_key *key,
   return 0;
 }
 
+/*
+ * The X25519 public key |pub| as an OpenSSL key, borrowed from the
+ * thread's cache (valid until the thread's next call here), or NULL.
+ */
+static EVP_PKEY *peer_key_get(thread_state *t,
+                              const uint8_t pub[PERMIT_X25519_LEN]) {
+  for (size_t i = 0; i < PEER_CACHE; i++)
+    if (t->peer[i].pkey != NULL &&
+        memcmp(t->peer[i].pub, pub, PERMIT_X25519_LEN) == 0)
+      return t->peer[i].pkey;
+  EVP_PKEY *pkey = x25519_import(t, pub, NULL);
+  if (pkey == NULL) return NULL;
+  peer_slot *s = NULL;
+  for (size_t i = 0; i < PEER_CACHE && s == NULL; i++)
+    if (t->peer[i].pkey == NULL) s = &t->peer[i];
+  if (s == NULL) {
+    s = &t->peer[t->peer_next++ % PEER_CACHE];
+    /* A derive context may still hold it; the reference count keeps it
+     * alive there. */
+    EVP_PKEY_free(s->pkey);
+  }
+  memcpy(s->pub, pub, PERMIT_X25519_LEN);
+  s->pkey = pkey;
+  return pkey;
+}
+
 int permit_kx_derive(const permit_kx_key *key,
                      const uint8_t peer_pub[PERMIT_X25519_LEN],
                      uint8_t shared[PERMIT_X25519_LEN]) {
   if (key == NULL || peer_pub == NULL || shared == NULL) return PERMIT_EINVAL;
-  EVP_PKEY *peer = EVP_PKEY_new_raw_public_key_ex(NULL, "X25519", NULL,
-                                                  peer_pub, PERMIT_X25519_LEN);
-  EVP_PKEY_CTX *pctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
+  thread_state *t = state_get();
+  EVP_PKEY *peer = t != NULL ? peer_key_get(t, peer_pub) : NULL;
+  EVP_PKEY_CTX *pctx = pool_take(key->derive_ctxs);
+  if (pctx == NULL) {
+    pctx = EVP_PKEY_CTX_new_from_pkey(NULL, key->pkey, NULL);
+    if (pctx != NULL && EVP_PKEY_derive_init(pctx) != 1) {
+      EVP_PKEY_CTX_free(pctx);
+      pctx = NULL;
+    }
+  }
   size_t n = PERMIT_X25519_LEN;
   int rc = 0;
   /* No peer validation: X25519 accepts every 32-byte string, and the one
    * thing to refuse, a low-order point, shows as the zero output below. */
-  if (peer == NULL || pctx == NULL || EVP_PKEY_derive_init(pctx) != 1 ||
+  if (peer == NULL || pctx == NULL ||
       EVP_PKEY_derive_set_peer_ex(pctx, peer, 0) != 1)
     rc = PERMIT_ECRYPTO;
   /* OpenSSL 3.0 fails the derive itself on the zero output, which is the
    * only way input makes it fail. */
   else if (EVP_PKEY_derive(pctx, shared, &n) != 1 || n != PERMIT_X25519_LEN)
     rc = PERMIT_EVERIFY;
-  EVP_PKEY_CTX_free(pctx);
-  EVP_PKEY_free(peer);
+  /* A context that failed is not trusted with the next call. */
+  if (pctx != NULL && (rc != 0 || !pool_put(key->derive_ctxs, pctx)))
+    EVP_PKEY_CTX_free(pctx);
   if (rc == 0) {
     /* Our own check, in constant time, so the policy does not rest on a
      * library detail. */

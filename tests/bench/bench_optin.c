@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <time.h>
 
 #include "permit/client.h"
@@ -149,12 +150,17 @@ int main(int argc, char **argv) {
   }
   event_base_dispatch(b.base);
   double secs = now() - b.t0;
+  /* What this generator took from the cores the server shares. */
+  struct rusage ru;
+  getrusage(RUSAGE_SELF, &ru);
+  double cpu = ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 +
+               ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
   qsort(b.lat, (size_t)b.done, sizeof *b.lat, cmp);
   printf("calls %ld, failed %ld, %.2f s, %.0f calls/s, latency p50 %.2f ms "
-         "p99 %.2f ms%s%s\n",
+         "p99 %.2f ms, client CPU %.0f us/call%s%s\n",
          b.done, b.failed, secs, b.done / secs, 1e3 * b.lat[b.done / 2],
-         1e3 * b.lat[(long)(b.done * 0.99)], b.failed ? "; last error: " : "",
-         b.failed ? b.last_err : "");
+         1e3 * b.lat[(long)(b.done * 0.99)], cpu / b.done * 1e6,
+         b.failed ? "; last error: " : "", b.failed ? b.last_err : "");
   if (b.tick) event_free(b.tick);
   for (int i = 0; i < b.nclients; i++) permit_client_free(b.clients[i]);
   event_base_loop(b.base, EVLOOP_NONBLOCK);
