@@ -133,13 +133,13 @@ typedef struct thread_state {
   unsigned verify_next, peer_next; /* round-robin eviction */
 } thread_state;
 
-static pthread_key_t state_key;
-static pthread_once_t state_key_once = PTHREAD_ONCE_INIT;
-static int state_key_ok;
+/* This thread's contexts, kept behind hash.c's per-thread slot (which
+ * owns their lifetime); cached here to skip the call. */
 static _Thread_local thread_state *thread_st;
 
-static void state_free(void *arg) {
-  thread_state *t = arg;
+void permit_crypto_thread_free(void *contexts) {
+  thread_state *t = contexts;
+  if (t == NULL) return;
   for (size_t i = 0; i < 2; i++) EVP_CIPHER_CTX_free(t->aead[i]);
   EVP_PKEY_CTX_free(t->x25519_fromdata);
   for (size_t i = 0; i < VERIFY_CACHE; i++) EVP_MD_CTX_free(t->verify[i].md);
@@ -148,35 +148,14 @@ static void state_free(void *arg) {
   thread_st = NULL;
 }
 
-/* exit() runs no thread-exit destructors: free the exiting thread's. */
-static void state_free_at_exit(void) {
-  if (thread_st == NULL) return;
-  pthread_setspecific(state_key, NULL);
-  state_free(thread_st);
-}
-
-static void state_key_create(void) {
-  /* OpenSSL registers its own atexit cleanup when first initialised;
-   * initialising it first puts ours ahead of it at exit. */
-  if (permit_crypto_init() != 0) return;
-  state_key_ok = pthread_key_create(&state_key, state_free) == 0 &&
-                 atexit(state_free_at_exit) == 0;
-}
-
 /* The calling thread's state, or NULL when it cannot be made. */
 static thread_state *state_get(void) {
-  thread_state *t = thread_st;
-  if (t != NULL) return t;
-  pthread_once(&state_key_once, state_key_create);
-  if (!state_key_ok) return NULL;
-  t = calloc(1, sizeof *t);
-  if (t == NULL) return NULL;
-  if (pthread_setspecific(state_key, t) != 0) {
-    free(t);
-    return NULL;
-  }
-  thread_st = t;
-  return t;
+  if (thread_st != NULL) return thread_st;
+  void **slot = permit_thread_crypto_slot();
+  if (slot == NULL) return NULL;
+  if (*slot == NULL) *slot = calloc(1, sizeof(thread_state));
+  thread_st = *slot;
+  return thread_st;
 }
 
 /* ---- HKDF, on HMAC-SHA256 (RFC 5869) ---- */

@@ -28,4 +28,14 @@ const permit_algs *permit_algs_get(void);
 struct permit_sign_key;
 EVP_PKEY *permit_sign_key_evp(const struct permit_sign_key *key);
 
+/*
+ * One per-thread state serves hash.c and crypto.c: hash.c makes it on a
+ * thread's first use and frees it when the thread ends (or, for the
+ * thread that exits or calls permit_crypto_cleanup(), then).  crypto.c
+ * keeps its contexts behind the slot this returns (NULL when the state
+ * cannot be made); they are freed with permit_crypto_thread_free().
+ */
+void **permit_thread_crypto_slot(void);
+void permit_crypto_thread_free(void *contexts);
+
 #endif

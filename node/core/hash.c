@@ -63,6 +63,7 @@ typedef struct thread_state {
   unsigned rand_gen; /* fork_gen when the pool was filled */
   size_t rand_left;  /* unused bytes, at the pool's end */
   uint8_t rand[RAND_POOL];
+  void *crypto; /* crypto.c's contexts, or NULL */
 } thread_state;
 
 static pthread_key_t state_key;
@@ -75,6 +76,7 @@ static atomic_uint fork_gen;
 
 static void state_free(void *arg) {
   thread_state *t = arg;
+  permit_crypto_thread_free(t->crypto);
   EVP_MD_CTX_free(t->md);
   permit_wipe(t->rand, sizeof t->rand);
   free(t);
@@ -115,6 +117,11 @@ static thread_state *state_get(void) {
   }
   thread_st = t;
   return t;
+}
+
+void **permit_thread_crypto_slot(void) {
+  thread_state *t = state_get();
+  return t != NULL ? &t->crypto : NULL;
 }
 
 /*
