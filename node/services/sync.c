@@ -11,10 +11,13 @@
  * subject), then appends the entries to the mirror log with their
  * contacts and feed changes in the same synced write: the mirror's size
  * is the cursor, so a restart resumes with no gap and no duplicate.
- * Applying runs on this thread, so the fsync blocks no server worker, and
- * the stream is simply not read meanwhile (HTTP/2 flow control holds the
- * issuer back).  The checks of a batch are spread over a few threads: they
- * are independent, and they are most of the cost.
+ * Applying runs on this thread, so the fsync blocks no server worker.
+ * The checks are most of the cost and independent of each other: a pool
+ * of threads (one per core) runs them, a batch at a time in chunks, while
+ * this thread goes on reading the stream and stores the batch checked
+ * before.  Batches are stored strictly in stream order; beyond a few
+ * batches in hand the stream is paused (HTTP/2 flow control holds the
+ * issuer back).
  */
 #include <arpa/inet.h>
 #include <event2/event.h>
@@ -72,7 +75,7 @@
 #define FAREWELL_CHECK_MIN_MS (60LL * 1000)
 #define STATE_MAX 320
 #define VERIFY_THREADS_MAX 8
-#define VERIFY_PER_THREAD 32 /* fewer entries than this: one thread */
+#define VERIFY_CHUNK 16 /* entries a pool thread takes at a time */
 
 static const char PULL_PATH[] = "/permit.v1.Peer/Pull";
 static const char CATALOG_PATH[] = "/permit.v1.Peer/GetCatalog";
@@ -93,6 +96,8 @@ typedef struct held_cp {
   int64_t ts;
   uint8_t root[PERMIT_HASH_LEN];
 } held_cp;
+
+typedef struct unit unit;
 
 typedef struct peer_link {
   permit_sync *s;
@@ -115,6 +120,13 @@ typedef struct peer_link {
   item *items;
   size_t nitems, cap, bytes;
   int paused;
+  /* Batches handed over, in stream order: being checked, or checked and
+   * waiting to be stored (sync thread only). */
+  unit *units, *units_tail;
+  size_t inflight;    /* entries in them */
+  int broken;         /* one failed to apply: the rest are dropped */
+  int restart_wanted; /* pull_start waits until they are stored */
+  struct event *verified_ev;
   int silent;       /* the stream was ended for its silence */
   int64_t first_ms; /* when the oldest buffered item arrived */
   int64_t last_rx_ms;
@@ -157,6 +169,15 @@ struct permit_sync {
   int closing; /* sync thread only: the loop has ended */
   int verify_threads;
   char seal_key_id[PERMIT_KEY_ID_LEN];
+
+  /* The verify pool: batches of every link with chunks left to take. */
+  pthread_mutex_t pool_mu;
+  pthread_cond_t pool_cv;      /* work came, or the pool stops */
+  pthread_cond_t pool_done_cv; /* a batch was checked */
+  unit *pool_head, *pool_tail;
+  int pool_stopping;
+  int pool_threads;
+  pthread_t pool_tid[VERIFY_THREADS_MAX];
 
   pthread_mutex_t mu; /* guards what follows and every link's states */
   int stopping;
@@ -299,10 +320,26 @@ typedef struct verify_ctx {
   const char *self;
   const permit_kx_key *seal;
   const char *seal_key_id;
-  const item *items;
-  verified *out;
-  size_t n, first, stride;
 } verify_ctx;
+
+/*
+ * A run of consecutive stream items: a batch of entries (checked by the
+ * pool, then stored) or a lone checkpoint.  The pool's fields are under
+ * s->pool_mu; the rest belongs to the sync thread, or to the pool thread
+ * checking a chunk of it.
+ */
+struct unit {
+  peer_link *l;
+  item *items; /* owned */
+  size_t n;
+  int checkpoint;
+  verified *v; /* per entry */
+  verify_ctx vc;
+  size_t next_chunk, nchunks, chunks_done;
+  int done;
+  unit *next;      /* the link's order */
+  unit *pool_next; /* the pool's queue */
+};
 
 static void contact_free(Permit__V1__Contact *c) {
   if (c == NULL) return;
@@ -412,45 +449,81 @@ static void verify_one(const verify_ctx *vc, const item *it, verified *v) {
                    (unsigned long long)it->seq, err.msg);
 }
 
-static void *verify_run(void *arg) {
-  verify_ctx *vc = arg;
-  for (size_t i = vc->first; i < vc->n; i += vc->stride)
-    verify_one(vc, &vc->items[i], &vc->out[i]);
+/* Checks entries [first, end) of |u|. */
+static void verify_range(unit *u, size_t first, size_t end) {
+  for (size_t i = first; i < end; i++)
+    verify_one(&u->vc, &u->items[i], &u->v[i]);
+}
+
+/* A pool thread: takes the next chunk of the oldest batch and checks it;
+ * the last chunk of a batch wakes its link. */
+static void *pool_main(void *arg) {
+  permit_sync *s = arg;
+  pthread_mutex_lock(&s->pool_mu);
+  for (;;) {
+    while (s->pool_head == NULL && !s->pool_stopping)
+      pthread_cond_wait(&s->pool_cv, &s->pool_mu);
+    unit *u = s->pool_head;
+    if (u == NULL) break; /* stopping, and nothing is left */
+    size_t c = u->next_chunk++;
+    if (u->next_chunk == u->nchunks) {
+      s->pool_head = u->pool_next;
+      if (s->pool_head == NULL) s->pool_tail = NULL;
+    }
+    pthread_mutex_unlock(&s->pool_mu);
+    size_t first = c * VERIFY_CHUNK, end = first + VERIFY_CHUNK;
+    verify_range(u, first, end < u->n ? end : u->n);
+    pthread_mutex_lock(&s->pool_mu);
+    if (++u->chunks_done == u->nchunks) {
+      u->done = 1;
+      pthread_cond_broadcast(&s->pool_done_cv);
+      /* Under the lock: the link waits for this before it goes away. */
+      event_active(u->l->verified_ev, 0, 0);
+    }
+  }
+  pthread_mutex_unlock(&s->pool_mu);
   return NULL;
 }
 
-/* Checks |n| entries on up to s->verify_threads threads. */
-static void verify_all(peer_link *l, const item *items, size_t n,
-                       verified *out) {
-  permit_sync *s = l->s;
-  size_t threads = n / VERIFY_PER_THREAD;
-  if (threads > (size_t)s->verify_threads) threads = (size_t)s->verify_threads;
-  if (threads < 1) threads = 1;
-  verify_ctx vc[VERIFY_THREADS_MAX];
-  pthread_t tid[VERIFY_THREADS_MAX];
-  int started[VERIFY_THREADS_MAX] = {0};
-  for (size_t t = 0; t < threads; t++) {
-    vc[t] = (verify_ctx){.node = s->n,
-                         .roles = permit_node_roles(s->n),
-                         .peer = &l->peer,
-                         .self = permit_node_name(s->n),
-                         .seal = permit_node_seal_key(s->n),
-                         .seal_key_id = s->seal_key_id,
-                         .items = items,
-                         .out = out,
-                         .n = n,
-                         .first = t,
-                         .stride = threads};
+static void pool_start(permit_sync *s) {
+  pthread_mutex_init(&s->pool_mu, NULL);
+  pthread_cond_init(&s->pool_cv, NULL);
+  pthread_cond_init(&s->pool_done_cv, NULL);
+  for (int t = 0; t < s->verify_threads; t++) {
+    if (pthread_create(&s->pool_tid[t], NULL, pool_main, s) != 0) break;
+    s->pool_threads++;
   }
-  for (size_t t = 1; t < threads; t++)
-    started[t] = pthread_create(&tid[t], NULL, verify_run, &vc[t]) == 0;
-  verify_run(&vc[0]);
-  for (size_t t = 1; t < threads; t++) {
-    if (started[t])
-      pthread_join(tid[t], NULL);
-    else
-      verify_run(&vc[t]); /* no thread: do its share here */
+  if (s->pool_threads < s->verify_threads)
+    permit_logf(PERMIT_LEVEL_WARN, "sync.pool",
+                "%d of %d checking threads started%s", s->pool_threads,
+                s->verify_threads,
+                s->pool_threads == 0 ? "; the sync thread checks entries "
+                                       "itself" : "");
+}
+
+/* After every link is gone: nothing is queued any more. */
+static void pool_stop(permit_sync *s) {
+  pthread_mutex_lock(&s->pool_mu);
+  s->pool_stopping = 1;
+  pthread_cond_broadcast(&s->pool_cv);
+  pthread_mutex_unlock(&s->pool_mu);
+  for (int t = 0; t < s->pool_threads; t++) pthread_join(s->pool_tid[t], NULL);
+  pthread_cond_destroy(&s->pool_cv);
+  pthread_cond_destroy(&s->pool_done_cv);
+  pthread_mutex_destroy(&s->pool_mu);
+}
+
+static void unit_free(unit *u) {
+  for (size_t i = 0; i < u->n; i++) {
+    free(u->items[i].data);
+    if (u->v != NULL) {
+      permit_record_free(u->v[i].rec);
+      contact_free(u->v[i].contact);
+    }
   }
+  free(u->items);
+  free(u->v);
+  free(u);
 }
 
 /* ---- checkpoints ---- */
@@ -735,15 +808,14 @@ static void local_failure(peer_link *l, const char *what, const char *msg) {
 }
 
 /*
- * Checks and stores |n| consecutive entries.  The valid ones before the
- * first bad one are stored; the bad one stops the log.  Adds the number
- * of contact changes made to |*changes|; returns 0 when all |n| were
- * stored.
+ * Stores |n| consecutive entries the pool has checked (|v|).  The valid
+ * ones before the first bad one are stored; the bad one stops the log.
+ * Adds the number of contact changes made to |*changes|; returns 0 when
+ * all |n| were stored.
  */
 static int apply_entries(peer_link *l, const item *items, size_t n,
-                         uint64_t *changes) {
+                         const verified *v, uint64_t *changes) {
   permit_sync *s = l->s;
-  verified *v = calloc(n, sizeof *v);
   permit_iov *iov = calloc(n, sizeof *iov);
   const Permit__V1__Record **ours = calloc(n, sizeof *ours);
   size_t nours = 0, npruned = 0, nmemo = 0;
@@ -751,7 +823,7 @@ static int apply_entries(peer_link *l, const item *items, size_t n,
   permit_contacts_txn *t = NULL;
   permit_err err = {0};
   int result = -1;
-  if (v == NULL || iov == NULL || ours == NULL) {
+  if (iov == NULL || ours == NULL) {
     local_failure(l, "applying entries", "out of memory");
     goto out;
   }
@@ -765,7 +837,6 @@ static int apply_entries(peer_link *l, const item *items, size_t n,
     local_failure(l, "applying entries", msg);
     goto out;
   }
-  verify_all(l, items, n, v);
   size_t ok = 0;
   while (ok < n && v[ok].rc == 0) ok++;
   if (ok > 0) {
@@ -863,55 +934,145 @@ static int apply_entries(peer_link *l, const item *items, size_t n,
   else
     result = 0;
 out:
-  for (size_t i = 0; v != NULL && i < n; i++) {
-    permit_record_free(v[i].rec);
-    contact_free(v[i].contact);
-  }
-  free(v);
   free(iov);
   free(ours);
   permit_contacts_txn_free(t);
   return result;
 }
 
+static void pull_start(peer_link *l);
+
 /*
- * Applies everything buffered, in order, up to the first item that fails.
- * What is buffered is always a valid prefix of the stream: an item that
- * breaks it is refused before it is buffered.
+ * Hands everything buffered over as units, in order: runs of entries to
+ * the pool, checkpoints between them.  What is buffered is always a valid
+ * prefix of the stream (an item that breaks it is refused before it is
+ * buffered), but after a unit failed to apply nothing more is.
  */
-static void apply_items(peer_link *l) {
-  uint64_t changes = 0;
+static void dispatch(peer_link *l) {
+  permit_sync *s = l->s;
   size_t i = 0;
-  while (i < l->nitems && !l->halted && !l->dead) {
-    if (l->items[i].checkpoint) {
-      if (apply_checkpoint(l, &l->items[i++]) != 0) break;
+  if (l->quiet_tm != NULL) evtimer_del(l->quiet_tm);
+  while (i < l->nitems && !l->broken && !l->halted && !l->dead) {
+    int cp = l->items[i].checkpoint;
+    size_t j = i + 1;
+    while (!cp && j < l->nitems && !l->items[j].checkpoint &&
+           j - i < BATCH_MAX)
+      j++;
+    unit *u = calloc(1, sizeof *u);
+    item *its = malloc((j - i) * sizeof *its);
+    verified *v = cp ? NULL : calloc(j - i, sizeof *v);
+    if (u == NULL || its == NULL || (!cp && v == NULL)) {
+      free(u);
+      free(its);
+      free(v);
+      /* The units before this one are whole: they are still stored. */
+      local_failure(l, "checking entries", "out of memory");
+      break;
+    }
+    memcpy(its, l->items + i, (j - i) * sizeof *its);
+    *u = (unit){.l = l, .items = its, .n = j - i, .checkpoint = cp, .v = v};
+    if (l->units_tail != NULL)
+      l->units_tail->next = u;
+    else
+      l->units = u;
+    l->units_tail = u;
+    i = j;
+    if (cp) {
+      u->done = 1; /* checked when its turn comes */
       continue;
     }
-    size_t j = i;
-    while (j < l->nitems && !l->items[j].checkpoint && j - i < BATCH_MAX) j++;
-    int rc = apply_entries(l, l->items + i, j - i, &changes);
-    i = j;
-    if (rc != 0) break;
-    check_pending(l);
+    l->inflight += u->n;
+    u->vc = (verify_ctx){.node = s->n,
+                         .roles = permit_node_roles(s->n),
+                         .peer = &l->peer,
+                         .self = permit_node_name(s->n),
+                         .seal = permit_node_seal_key(s->n),
+                         .seal_key_id = s->seal_key_id};
+    u->nchunks = (u->n + VERIFY_CHUNK - 1) / VERIFY_CHUNK;
+    if (s->pool_threads == 0) {
+      verify_range(u, 0, u->n);
+      u->done = 1;
+      continue;
+    }
+    pthread_mutex_lock(&s->pool_mu);
+    if (s->pool_tail != NULL)
+      s->pool_tail->pool_next = u;
+    else
+      s->pool_head = u;
+    s->pool_tail = u;
+    pthread_cond_broadcast(&s->pool_cv);
+    pthread_mutex_unlock(&s->pool_mu);
   }
-  items_clear(l);
-  if (changes > 0) permit_node_changed(l->s->n);
+  /* Not handed over: dropped (fetched again from the mirror's size). */
+  for (; i < l->nitems; i++) free(l->items[i].data);
+  l->nitems = 0;
+  l->bytes = 0;
 }
 
-/* Applies the buffer, then acts on what the stream's state became. */
-static void apply_now(peer_link *l) {
-  if (l->nitems > 0) apply_items(l);
+/* Waits for every unit of |l| to be checked (the link is going away). */
+static void units_wait(peer_link *l) {
+  permit_sync *s = l->s;
+  pthread_mutex_lock(&s->pool_mu);
+  for (unit *u = l->units; u != NULL; u = u->next)
+    while (!u->done) pthread_cond_wait(&s->pool_done_cv, &s->pool_mu);
+  pthread_mutex_unlock(&s->pool_mu);
+}
+
+/*
+ * Stores the checked units at the head of the queue, in order, up to the
+ * first that fails (after which the rest are dropped as they come), then
+ * acts on what the stream's state became.
+ */
+static void drain(peer_link *l) {
+  permit_sync *s = l->s;
+  uint64_t changes = 0;
+  for (unit *u; (u = l->units) != NULL;) {
+    pthread_mutex_lock(&s->pool_mu);
+    int done = u->done;
+    pthread_mutex_unlock(&s->pool_mu);
+    if (!done) break;
+    l->units = u->next;
+    if (l->units == NULL) l->units_tail = NULL;
+    if (!u->checkpoint) l->inflight -= u->n;
+    if (!l->broken && !l->halted && !l->dead) {
+      int rc = u->checkpoint
+                   ? apply_checkpoint(l, &u->items[0])
+                   : apply_entries(l, u->items, u->n, u->v, &changes);
+      if (rc != 0)
+        l->broken = 1;
+      else if (!u->checkpoint)
+        check_pending(l);
+    }
+    unit_free(u);
+  }
+  if (changes > 0) permit_node_changed(s->n);
+  if (l->broken) items_clear(l);
+  if (l->s->closing) return;
   if (l->call != NULL && l->discard) {
     permit_client_cancel(l->call); /* on_done decides what comes next */
-  } else if (l->call != NULL && l->paused) {
+  } else if (l->call != NULL && l->paused &&
+             l->nitems + l->inflight < PAUSE_ITEMS / 2) {
     l->paused = 0;
     permit_client_pause(l->call, 0);
   }
+  if (l->units == NULL && l->restart_wanted) {
+    l->restart_wanted = 0;
+    pull_start(l);
+  }
 }
 
+/* The buffer is due (full, a checkpoint, a pause in the stream). */
 static void on_apply(evutil_socket_t fd, short what, void *arg) {
+  peer_link *l = arg;
   (void)fd, (void)what;
-  apply_now(arg);
+  if (l->nitems > 0) dispatch(l);
+  drain(l);
+}
+
+/* A unit's checks are done (from the pool). */
+static void on_verified(evutil_socket_t fd, short what, void *arg) {
+  (void)fd, (void)what;
+  drain(arg);
 }
 
 /* ---- the Pull stream ---- */
@@ -1011,8 +1172,10 @@ static void pull_message(void *arg, const uint8_t *msg, size_t len) {
     struct timeval tv = {0, QUIET_MS * 1000};
     evtimer_add(l->quiet_tm, &tv);
   }
-  /* Applying runs after this read; stop reading if it falls behind. */
-  if (l->nitems >= PAUSE_ITEMS && l->call != NULL && !l->paused) {
+  /* Checking and storing run after this read; stop reading if they fall
+   * behind. */
+  if (l->nitems + l->inflight >= PAUSE_ITEMS && l->call != NULL &&
+      !l->paused) {
     l->paused = 1;
     permit_client_pause(l->call, 1);
   }
@@ -1085,12 +1248,16 @@ static void on_follow_check(evutil_socket_t fd, short what, void *arg) {
 static void pull_start(peer_link *l) {
   permit_sync *s = l->s;
   if (l->halted || l->dead || s->closing || l->call != NULL) return;
-  if (l->nitems > 0) {
-    /* Left from the last stream (it ended while they waited). */
-    apply_items(l);
-    if (l->halted || l->dead) return;
+  /* What is left from the last stream (it ended while they waited) is
+   * stored first: the new one starts from the mirror's size. */
+  if (l->nitems > 0) dispatch(l);
+  if (l->units != NULL) {
+    l->restart_wanted = 1;
+    drain(l); /* calls back here once they are stored */
+    return;
   }
-  l->discard = l->failed = l->progressed = l->silent = 0;
+  if (l->halted || l->dead) return;
+  l->discard = l->failed = l->progressed = l->silent = l->broken = 0;
   l->reject[0] = '\0';
   l->last_rx_ms = mono_ms();
   struct timeval tv;
@@ -1294,6 +1461,7 @@ static void link_add(permit_sync *s, const permit_peer *p) {
   snprintf(l->state, sizeof l->state, "idle");
   snprintf(l->cat_state, sizeof l->cat_state, "catalog: not fetched yet");
   l->apply_ev = event_new(s->base, -1, 0, on_apply, l);
+  l->verified_ev = event_new(s->base, -1, 0, on_verified, l);
   l->quiet_tm = evtimer_new(s->base, on_apply, l);
   l->retry_tm = evtimer_new(s->base, on_retry, l);
   l->follow_tm = evtimer_new(s->base, on_follow_check, l);
@@ -1305,7 +1473,8 @@ static void link_add(permit_sync *s, const permit_peer *p) {
     s->links[s->nlinks++] = l;
   }
   pthread_mutex_unlock(&s->mu);
-  if (g == NULL || l->apply_ev == NULL || l->quiet_tm == NULL ||
+  if (g == NULL || l->apply_ev == NULL || l->verified_ev == NULL ||
+      l->quiet_tm == NULL ||
       l->retry_tm == NULL || l->follow_tm == NULL || l->cat_tm == NULL ||
       (l->pull && l->inbound == NULL)) {
     set_state(l, 0, "stopped: cannot start (out of memory)");
@@ -1313,6 +1482,7 @@ static void link_add(permit_sync *s, const permit_peer *p) {
     if (g == NULL) {
       /* Not in the set: nothing will free it later. */
       if (l->apply_ev) event_free(l->apply_ev);
+      if (l->verified_ev) event_free(l->verified_ev);
       if (l->quiet_tm) event_free(l->quiet_tm);
       if (l->retry_tm) event_free(l->retry_tm);
       if (l->follow_tm) event_free(l->follow_tm);
@@ -1330,15 +1500,18 @@ static void link_add(permit_sync *s, const permit_peer *p) {
 
 /* Ends the link's calls and frees it; the sync thread, loop ended. */
 static void link_free(peer_link *l) {
-  /* Entries already received are applied rather than fetched again. */
-  if (l->nitems > 0 && !l->discard && !l->halted && !l->dead) apply_items(l);
+  /* Entries already received are stored rather than fetched again. */
+  if (l->nitems > 0 && !l->discard && !l->halted && !l->dead) dispatch(l);
   items_clear(l);
+  units_wait(l);
+  drain(l);
   free(l->items);
   /* Frees the calls (on_done sees closing) and the connection. */
   permit_client_free(l->client);
   for (size_t i = 0; i < l->npending; i++) free(l->pending[i].data);
   free(l->cat_buf);
   if (l->apply_ev) event_free(l->apply_ev);
+  if (l->verified_ev) event_free(l->verified_ev);
   if (l->quiet_tm) event_free(l->quiet_tm);
   if (l->retry_tm) event_free(l->retry_tm);
   if (l->follow_tm) event_free(l->follow_tm);
@@ -1456,6 +1629,7 @@ static void *sync_main(void *arg) {
   pthread_mutex_unlock(&s->mu);
   for (size_t i = 0; i < n; i++) link_free(links[i]);
   free(links);
+  pool_stop(s);
   run_jobs(s, 1);
   /* Run what bufferevent_free() deferred before the loop goes away. */
   event_base_loop(s->base, EVLOOP_NONBLOCK);
@@ -1479,10 +1653,12 @@ permit_sync *permit_sync_start(permit_node *n, SSL_CTX *tls, permit_err *err) {
   s->verify_threads = cores < 1 ? 1
                       : cores > VERIFY_THREADS_MAX ? VERIFY_THREADS_MAX
                                                    : (int)cores;
+  pool_start(s);
   s->base = event_base_new();
   s->wake_ev = s->base ? event_new(s->base, -1, 0, on_wake, s) : NULL;
   if (s->wake_ev == NULL) {
     if (s->base != NULL) event_base_free(s->base);
+    pool_stop(s);
     pthread_mutex_destroy(&s->mu);
     free(s);
     permit_err_set(err, PERMIT_ENOMEM, "cannot make the sync's event loop");
@@ -1496,6 +1672,7 @@ permit_sync *permit_sync_start(permit_node *n, SSL_CTX *tls, permit_err *err) {
     event_free(s->wake_ev);
     event_base_free(s->base);
     if (s->tls != NULL) SSL_CTX_free(s->tls);
+    pool_stop(s);
     pthread_mutex_destroy(&s->mu);
     free(s);
     permit_err_set(err, PERMIT_ENOMEM, "cannot start the sync thread");
