@@ -400,6 +400,7 @@ int permit_log_append_async(permit_log *log, const permit_iov *entries,
       return permit_err_set(err, PERMIT_ENOMEM,
                             "cannot start the commit thread");
     }
+    pthread_setname_np(log->committer, "permit-commit");
     log->committer_running = 1;
   }
   enqueue_locked(log, p);

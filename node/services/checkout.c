@@ -4,10 +4,12 @@
  * turns a ticked box into a signed opt-in record, sealed to the venue,
  * in the venue's log.
  *
- * RecordOptIn works on the worker without blocking: it checks the
- * request, builds, seals and signs the record there, then hands it to the
- * log's group commit (permit_log_append_async) and answers when the
- * commit thread reports it durable.  In the same atomic batch as the
+ * RecordOptIn never blocks the worker: the worker checks the request and
+ * claims its idempotency key, a pool thread (one per core) looks the key
+ * up, builds, seals and signs the record and hands it to the log's group
+ * commit (permit_log_append_async), and the worker answers when the
+ * commit thread reports it durable.  The pool spreads the signing and
+ * sealing over every core, however the connections fall on the workers.  In the same atomic batch as the
  * entry it writes (keys and values binary):
  *
  *   idempotency  HMAC(secret, "order\n" order_ref "\n" venue "\n" list_id)
@@ -39,11 +41,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "permit/consent.h"
 #include "permit/hpke.h"
 #include "permit/logging.h"
 #include "permit/node_services.h"
+#include "permit/pool.h"
 #include "permit/util.h"
 
 #define EMAIL_MAX 254
@@ -122,7 +126,17 @@ struct permit_checkout {
   pthread_mutex_t cat_mu;
   cat_entry *cats[PERMIT_MAX_PEERS];
   size_t ncats;
+  permit_pool *pool; /* builds records; NULL: the worker does */
 };
+
+/* A claimed request on its way to the pool. */
+typedef struct claim_task {
+  permit_checkout *co;
+  op *o;
+  flight *f;
+  Permit__V1__RecordOptInRequest *req;
+  char email[EMAIL_MAX + 1]; /* normalized */
+} claim_task;
 
 /* ---- checks ---- */
 
@@ -757,14 +771,35 @@ static void optin_claimed(permit_checkout *co, op *o, flight *f,
   }
 }
 
+/* Frees a request without leaving the plaintext contact on the heap. */
+static void request_free(Permit__V1__RecordOptInRequest *req) {
+  if (req == NULL) return;
+  permit_wipe(req->email, strlen(req->email));
+  permit_wipe(req->given_name, strlen(req->given_name));
+  permit_wipe(req->family_name, strlen(req->family_name));
+  permit__v1__record_opt_in_request__free_unpacked(req, NULL);
+}
+
+/* permit_pool_fn: the claimer's part on a pool thread. */
+static void claim_run(void *arg) {
+  claim_task *t = arg;
+  optin_claimed(t->co, t->o, t->f, t->req, t->email);
+  permit_wipe(t->email, sizeof t->email);
+  request_free(t->req);
+  free(t);
+}
+
 /*
- * Checks |req|, derives its keys and link and claims its idempotency key
- * (or joins the claim in flight).  Returns PERMIT_GRPC_OK once |o| is in a
- * flight (whose resolution answers it), else a status with |why|.
+ * Checks |*reqp|, derives its keys and link and claims its idempotency
+ * key (or joins the claim in flight).  Returns PERMIT_GRPC_OK once |o| is
+ * in a flight (whose resolution answers it), else a status with |why|.
+ * The request becomes the pool's (*reqp set to NULL) when its claim is
+ * handed over.
  */
 static int optin_begin(permit_checkout *co, op *o,
-                       const Permit__V1__RecordOptInRequest *req, char *why,
+                       Permit__V1__RecordOptInRequest **reqp, char *why,
                        size_t cap) {
+  const Permit__V1__RecordOptInRequest *req = *reqp;
   char email[EMAIL_MAX + 1];
   int status = PERMIT_GRPC_OK;
   if (request_check(req, email, why, cap) != 0) {
@@ -809,7 +844,18 @@ static int optin_begin(permit_checkout *co, op *o,
   o->f = f;
   o->stage = OP_SHARED;
   pthread_mutex_unlock(&co->mu);
-  optin_claimed(co, o, f, req, email);
+  claim_task *t = co->pool != NULL ? malloc(sizeof *t) : NULL;
+  if (t != NULL) {
+    *t = (claim_task){.co = co, .o = o, .f = f, .req = *reqp};
+    memcpy(t->email, email, sizeof t->email);
+    if (permit_pool_submit(co->pool, claim_run, t) == 0) {
+      *reqp = NULL;
+      goto out;
+    }
+    permit_wipe(t->email, sizeof t->email);
+    free(t);
+  }
+  optin_claimed(co, o, f, req, email); /* no pool: here */
 out:
   permit_wipe(email, sizeof email);
   return status;
@@ -836,18 +882,14 @@ static void optin_message(permit_call *c, const uint8_t *msg, size_t len) {
   } else {
     char why[WHY_LEN];
     permit_call_set_data(c, o);
-    int status = optin_begin(co, o, req, why, sizeof why);
+    int status = optin_begin(co, o, &req, why, sizeof why);
     if (status != PERMIT_GRPC_OK) {
       permit_call_set_data(c, NULL);
       op_free(o);
       permit_call_finish(c, status, "%s", why);
     }
   }
-  /* Do not leave the plaintext contact on the heap. */
-  permit_wipe(req->email, strlen(req->email));
-  permit_wipe(req->given_name, strlen(req->given_name));
-  permit_wipe(req->family_name, strlen(req->family_name));
-  permit__v1__record_opt_in_request__free_unpacked(req, NULL);
+  request_free(req); /* unless the pool has it */
 }
 
 static void offers_message(permit_call *c, const uint8_t *msg, size_t len) {
@@ -920,6 +962,15 @@ permit_checkout *permit_checkout_new(permit_node *n, permit_err *err) {
   pthread_mutex_init(&co->mu, NULL);
   pthread_cond_init(&co->cv, NULL);
   pthread_mutex_init(&co->cat_mu, NULL);
+  if (permit_node_roles(n) & PERMIT_ROLE_ISSUER) {
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    permit_err perr;
+    co->pool = permit_pool_new(cores < 1 ? 1 : (int)cores, "permit-checkout",
+                               &perr);
+    if (co->pool == NULL)
+      permit_logf(PERMIT_LEVEL_WARN, "checkout.pool",
+                  "%s; records are built on the server's workers", perr.msg);
+  }
   return co;
 }
 
@@ -934,6 +985,7 @@ void permit_checkout_free(permit_checkout *co) {
   pthread_mutex_lock(&co->mu);
   while (co->pending > 0) pthread_cond_wait(&co->cv, &co->mu);
   pthread_mutex_unlock(&co->mu);
+  permit_pool_free(co->pool); /* idle by now */
   for (size_t i = 0; i < co->ncats; i++) {
     if (co->cats[i]->cat != NULL)
       permit__v1__catalog__free_unpacked(co->cats[i]->cat, NULL);

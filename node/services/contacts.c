@@ -213,6 +213,11 @@ struct permit_contacts_txn {
   uint64_t changes; /* staged changes */
   staged *ops;
   size_t n, cap;
+  /* Open addressing over the staged keys: 1 + the index of the latest
+   * op on each key, 0 for an empty slot; a power of two, at most half
+   * full.  Reads find their own writes without a scan of the batch. */
+  uint32_t *slots;
+  size_t nslots;
   uint64_t *prunes; /* entries of the issuer's log to prune */
   size_t nprunes, prune_cap;
   int no_handover;  /* erasures shred at once, no farewell */
@@ -245,6 +250,7 @@ void permit_contacts_txn_free(permit_contacts_txn *t) {
     free(t->ops[i].val);
   }
   free(t->ops);
+  free(t->slots);
   free(t->prunes);
   free(t);
 }
@@ -273,8 +279,47 @@ uint64_t permit_contacts_txn_changes(const permit_contacts_txn *t) {
   return t->changes;
 }
 
+/* FNV-1a over |key|. */
+static uint64_t key_hash(const uint8_t *key, size_t klen) {
+  uint64_t h = 0xcbf29ce484222325u;
+  for (size_t i = 0; i < klen; i++) h = (h ^ key[i]) * 0x100000001b3u;
+  return h;
+}
+
+/* The slot holding |key|, or the empty slot where it would go. */
+static size_t slot_find(const permit_contacts_txn *t, const uint8_t *key,
+                        size_t klen) {
+  size_t mask = t->nslots - 1, i = (size_t)key_hash(key, klen) & mask;
+  for (;; i = (i + 1) & mask) {
+    uint32_t s = t->slots[i];
+    if (s == 0) return i;
+    const staged *op = &t->ops[s - 1];
+    if (op->klen == klen && memcmp(op->key, key, klen) == 0) return i;
+  }
+}
+
+/* Points the slot of ops[i]'s key at it; the table has room. */
+static void slot_set(permit_contacts_txn *t, size_t i) {
+  t->slots[slot_find(t, t->ops[i].key, t->ops[i].klen)] = (uint32_t)(i + 1);
+}
+
+/* Makes room in the table for one more key. */
+static int slots_reserve(permit_contacts_txn *t) {
+  if ((t->n + 1) * 2 <= t->nslots) return 0;
+  if (t->n >= UINT32_MAX / 4) return PERMIT_ENOMEM;
+  size_t nslots = t->nslots ? t->nslots * 2 : 256;
+  uint32_t *g = calloc(nslots, sizeof *g);
+  if (g == NULL) return PERMIT_ENOMEM;
+  free(t->slots);
+  t->slots = g;
+  t->nslots = nslots;
+  for (size_t i = 0; i < t->n; i++) slot_set(t, i); /* later ones win */
+  return 0;
+}
+
 static int stage(permit_contacts_txn *t, const uint8_t *key, size_t klen,
                  const uint8_t *val, size_t vlen, int del) {
+  if (slots_reserve(t) != 0) return PERMIT_ENOMEM;
   if (t->n == t->cap) {
     size_t cap = t->cap ? t->cap * 2 : 64;
     staged *g = realloc(t->ops, cap * sizeof *g);
@@ -295,7 +340,7 @@ static int stage(permit_contacts_txn *t, const uint8_t *key, size_t klen,
   if (!del && vlen > 0) memcpy(op->val, val, vlen);
   op->vlen = del ? 0 : vlen;
   op->del = del;
-  t->n++;
+  slot_set(t, t->n++);
   return 0;
 }
 
@@ -306,9 +351,9 @@ static int stage(permit_contacts_txn *t, const uint8_t *key, size_t klen,
  */
 static int txn_get(permit_contacts_txn *t, const uint8_t *key, size_t klen,
                    uint8_t **val, size_t *vlen, permit_err *err) {
-  for (size_t i = t->n; i-- > 0;) {
-    staged *op = &t->ops[i];
-    if (op->klen != klen || memcmp(op->key, key, klen) != 0) continue;
+  uint32_t slot = t->nslots > 0 ? t->slots[slot_find(t, key, klen)] : 0;
+  if (slot != 0) {
+    staged *op = &t->ops[slot - 1];
     if (op->del) return PERMIT_ENOTFOUND;
     *val = malloc(op->vlen ? op->vlen : 1);
     if (*val == NULL) return permit_err_set(err, PERMIT_ENOMEM, "out of memory");

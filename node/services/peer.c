@@ -869,6 +869,7 @@ permit_peer_service *permit_peer_service_new(permit_node *n,
     permit_peer_service_free(ps);
     return NULL;
   }
+  pthread_setname_np(ps->thread, "permit-checkpt");
   ps->thread_started = 1;
   permit_node_on_grow(n, on_grow, ps);
   return ps;

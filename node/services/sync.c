@@ -491,6 +491,7 @@ static void pool_start(permit_sync *s) {
   pthread_cond_init(&s->pool_done_cv, NULL);
   for (int t = 0; t < s->verify_threads; t++) {
     if (pthread_create(&s->pool_tid[t], NULL, pool_main, s) != 0) break;
+    pthread_setname_np(s->pool_tid[t], "permit-verify");
     s->pool_threads++;
   }
   if (s->pool_threads < s->verify_threads)
@@ -1678,6 +1679,7 @@ permit_sync *permit_sync_start(permit_node *n, SSL_CTX *tls, permit_err *err) {
     permit_err_set(err, PERMIT_ENOMEM, "cannot start the sync thread");
     return NULL;
   }
+  pthread_setname_np(s->thread, "permit-sync");
   return s;
 }
 

@@ -1515,6 +1515,7 @@ int permit_server_start(permit_server *s, permit_err *err) {
     if (pthread_create(&s->workers[i].thread, NULL, worker_main,
                        &s->workers[i]) != 0)
       return permit_err_set(err, PERMIT_EIO, "cannot start worker %d", i);
+    pthread_setname_np(s->workers[i].thread, "permit-worker");
     s->started = i + 1;
   }
   return 0;

@@ -1379,6 +1379,70 @@ static void test_at_rest(const char *venue_dir, const char *issuer_dir) {
          g_files);
 }
 
+/* Hundreds of opt-ins and their withdrawals in one transaction: every
+ * withdrawal finds the row staged before it (the transaction's own index
+ * of its writes, grown several times on the way), and a withdrawal that
+ * names another record finds the row but leaves it. */
+static void test_contacts_big_txn(void) {
+  enum { N = 300 };
+  char dir[4096];
+  snprintf(dir, sizeof dir, "%s", test_tmpdir("aud-bigtxn"));
+  permit_store *st;
+  permit_err err;
+  CHECK(permit_store_open(dir, &st, &err) == 0);
+  static uint8_t subjects[N][32], rids[N][16];
+  uint8_t sha[32] = {0}, other[16];
+  permit_random(other, sizeof other);
+  Permit__V1__Contact c = PERMIT__V1__CONTACT__INIT;
+  c.email = "many@example.org";
+  Permit__V1__OptIn oi = PERMIT__V1__OPT_IN__INIT;
+  oi.notice_version = 1;
+  oi.notice_sha256.data = sha;
+  oi.notice_sha256.len = 32;
+  oi.method = "checkout-checkbox";
+  Permit__V1__Record r = PERMIT__V1__RECORD__INIT;
+  r.issuer = ISSUER;
+  r.audience = VENUE;
+  r.list_id = "big";
+  r.subject.len = 32;
+  r.record_id.len = 16;
+  r.kind_case = PERMIT__V1__RECORD__KIND_OPT_IN;
+  r.opt_in = &oi;
+  Permit__V1__Withdrawal w = PERMIT__V1__WITHDRAWAL__INIT;
+  Permit__V1__Record wr = r;
+  wr.kind_case = PERMIT__V1__RECORD__KIND_WITHDRAWAL;
+  wr.withdrawal = &w;
+  w.refers_to.len = 16;
+  permit_contacts_txn *t;
+  CHECK(permit_contacts_txn_new(st, &t, &err) == 0);
+  uint64_t seq = 0;
+  int ok = 1;
+  for (int i = 0; i < N; i++) {
+    permit_random(subjects[i], 32);
+    permit_random(rids[i], 16);
+    r.subject.data = subjects[i];
+    r.record_id.data = rids[i];
+    ok &= permit_contacts_txn_opt_in(t, &r, &c, seq++, &err) == 0;
+  }
+  CHECK(ok);
+  int applied_all = 1, other_none = 1;
+  for (int i = 0; i < N; i++) {
+    int applied = -1;
+    wr.subject.data = subjects[i];
+    w.refers_to.data = other;
+    ok &= permit_contacts_txn_withdraw(t, &wr, seq++, &applied, &err) == 0;
+    other_none &= applied == 0;
+    w.refers_to.data = rids[i];
+    ok &= permit_contacts_txn_withdraw(t, &wr, seq++, &applied, &err) == 0;
+    applied_all &= applied == 1;
+  }
+  CHECK(ok && applied_all && other_none);
+  CHECK(permit_contacts_txn_changes(t) == 2 * N);
+  txn_commit(st, t);
+  CHECK(list_count(st, "big", 0) == 0 && list_count(st, "big", 1) == N);
+  permit_store_close(st);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   /* The rejections below are logged as errors; PERMIT_TEST_DEBUG shows
@@ -1470,6 +1534,7 @@ int main(void) {
   CHECK(permit_server_start(venue_srv, &err) == 0);
 
   test_contacts_store();
+  test_contacts_big_txn();
   test_first_sync();
   test_follow_and_restart();
   test_forgeries();
