@@ -55,8 +55,9 @@ int permit_memeq_ct(const void *a, const void *b, size_t len) {
 }
 
 void permit_wipe(void *p, size_t len) {
-  volatile uint8_t *v = p;
-  while (len--) *v++ = 0;
+  /* glibc's explicit_bzero: a memset the compiler may not drop, at
+   * memset's speed (a volatile byte loop cost ~1% of an opt-in). */
+  if (p != NULL && len > 0) explicit_bzero(p, len);
 }
 
 int64_t permit_now_ms(void) {
