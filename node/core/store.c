@@ -63,6 +63,10 @@ static int store_open(const char *dir, int read_only, permit_store **out,
   rocksdb_options_increase_parallelism(s->opts, 2);
   rocksdb_options_set_max_open_files(s->opts, 256);
   rocksdb_options_set_compression(s->opts, rocksdb_lz4_compression);
+  /* Flushes and compactions sync their files a megabyte at a time rather
+   * than in one burst at the end, which would stall the synced WAL writes
+   * acknowledged opt-ins wait for. */
+  rocksdb_options_set_bytes_per_sync(s->opts, 1 << 20);
   /* Memory is bounded for the whole database, not per column family:
    * ten families with RocksDB's default 64 MiB memtables each would let a
    * node catching up on a long log grow to hundreds of MiB.  MEMTABLES_MB

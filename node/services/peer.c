@@ -213,7 +213,10 @@ static void on_grow(void *arg, const char *peer) {
   if (log == NULL) return;
   pthread_mutex_lock(&ps->mu);
   cp_slot *s = slot_locked(ps, peer, log);
-  if (s != NULL) {
+  if (s != NULL && !s->grew) {
+    /* Only the first growth since the last signature needs the thread:
+     * it then waits for the signature's time on its own (a wake-up per
+     * appended entry cost ~3 us of CPU per opt-in). */
     s->grew = 1;
     pthread_cond_signal(&ps->cv);
   }
