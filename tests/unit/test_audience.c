@@ -210,6 +210,9 @@ typedef struct fake {
   uint8_t *forged; /* sent once per call after the real entries */
   size_t forged_len;
   uint64_t forged_seq;
+  uint8_t *swap; /* sent in place of the real entry swap_seq */
+  size_t swap_len;
+  uint64_t swap_seq;
   uint8_t *extra_cp; /* sent once per call after the real entries */
   size_t extra_cp_len;
   int extra_sends, extra_gen;
@@ -271,6 +274,14 @@ static void pull_produce(permit_call *c) {
       permit_call_finish(c, PERMIT_GRPC_INTERNAL, "%s", err.msg);
       return;
     }
+    pthread_mutex_lock(&F.mu);
+    if (F.swap != NULL && F.swap_seq == pc->next) {
+      free(e);
+      len = F.swap_len;
+      e = malloc(len);
+      memcpy(e, F.swap, len);
+    }
+    pthread_mutex_unlock(&F.mu);
     send_entry(c, pc->next++, e, len);
     free(e);
     pc->since_cp = 1;
@@ -362,6 +373,16 @@ static void fake_set(uint8_t *forged, size_t len, uint64_t seq) {
   F.forged = forged;
   F.forged_len = len;
   F.forged_seq = seq;
+  pthread_mutex_unlock(&F.mu);
+}
+
+/* The entry |seq| goes out as |rec| (owned) instead; NULL: as it is. */
+static void fake_swap(uint8_t *rec, size_t len, uint64_t seq) {
+  pthread_mutex_lock(&F.mu);
+  free(F.swap);
+  F.swap = rec;
+  F.swap_len = len;
+  F.swap_seq = seq;
   pthread_mutex_unlock(&F.mu);
 }
 
@@ -1443,6 +1464,55 @@ static void test_contacts_big_txn(void) {
   permit_store_close(st);
 }
 
+/*
+ * A forged entry in the middle of a long catch-up, with honest entries
+ * before and after it: the batches before it are stored (several of
+ * them, checked on the pool while earlier ones were being stored), the
+ * entries before it in its own batch too, and nothing from it on, though
+ * the batches after it were already being checked.  Once the issuer
+ * sends the real entry, everything arrives exactly once.
+ */
+static void test_forgery_mid_stream(void) {
+  enum { AHEAD = 1300, AFTER = 1300 };
+  sync_stop();
+  uint64_t size = mirror_size(), head = feed_head();
+  CHECK(size == issued_size());
+  for (int i = 0; i < AHEAD + AFTER; i++) {
+    char email[64];
+    /* "buyer...": counted in bulk by seen_one, not among the named. */
+    snprintf(email, sizeof email, "buyer-forged-run%04d@example.net", i);
+    optin o = {.email = email, .given = "Mid", .family = "Stream"};
+    issue_optin(&o);
+  }
+  permit_sign_key *other;
+  permit_sign_key_generate(&other);
+  optin forged = {.email = "midforged@example.org", .given = "F",
+                  .signer = other};
+  size_t len;
+  uint8_t *rec = make_optin(&forged, &len);
+  uint64_t bad = size + AHEAD;
+  fake_swap(rec, len, bad);
+  sync_start();
+  CHECK(wait_for(state_has, "stopped: entry", 60));
+  char st[400], want[64];
+  permit_sync_state(g_sync, ISSUER, st, sizeof st);
+  snprintf(want, sizeof want, "entry %llu:", (unsigned long long)bad);
+  CHECKF(strstr(st, want) != NULL, "state %s", st);
+  sync_stop();
+  CHECKF(mirror_size() == bad, "mirror %llu, want %llu",
+         (unsigned long long)mirror_size(), (unsigned long long)bad);
+  CHECK(feed_head() == head + AHEAD);
+  fake_swap(NULL, 0, 0);
+  sync_start();
+  CHECK(wait_for(caught_up, NULL, 120));
+  CHECK(feed_head() == head + AHEAD + AFTER);
+  expect_changes += AHEAD + AFTER;
+  seen s;
+  venue_contacts(1, &s);
+  CHECK(find_email(&s, "midforged@example.org") < 0);
+  permit_sign_key_free(other);
+}
+
 int main(void) {
   signal(SIGPIPE, SIG_IGN);
   /* The rejections below are logged as errors; PERMIT_TEST_DEBUG shows
@@ -1538,6 +1608,7 @@ int main(void) {
   test_first_sync();
   test_follow_and_restart();
   test_forgeries();
+  test_forgery_mid_stream();
   test_venue_service(api_port);
   test_catalog();
   test_equivocation();
@@ -1555,6 +1626,7 @@ int main(void) {
   permit_node_close(g_issuer);
   permit_node_close(g_venue);
   fake_set(NULL, 0, 0);
+  fake_swap(NULL, 0, 0);
   event_base_loop(g_base, EVLOOP_NONBLOCK);
   event_base_free(g_base);
   test_rmrf(issuer_dir);
