@@ -7,8 +7,8 @@
  * Storage (no email, no name; the buyer key is HMAC(node secret,
  * "buyer\n" || normalized email)):
  *   indexes      "bopt/" || buyer (32) || record_id (16) -> ConsentEntry
- *                (venue_store.proto), one per opt-in
- *   indexes      "buyer/" || buyer || "/" venue "/" list_id -> record_id
+ *                (venue_store.proto), one per opt-in: a prefix scan
+ *                finds all of a buyer's opt-ins
  *   records      "rec/" hex(record_id) -> seq (8, BE) || buyer (32) ||
  *                venue name
  *   idempotency  order key -> record_id (16) || seq (8, BE) || state (1:

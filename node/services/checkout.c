@@ -9,13 +9,14 @@
  * up, builds, seals and signs the record and hands it to the log's group
  * commit (permit_log_append_async), and the worker answers when the
  * commit thread reports it durable.  The pool spreads the signing and
- * sealing over every core, however the connections fall on the workers.  In the same atomic batch as the
- * entry it writes (keys and values binary):
+ * sealing over every core, however the connections fall on the workers.
+ * In the same atomic batch as the entry it writes (keys and values
+ * binary):
  *
  *   idempotency  HMAC(secret, "order\n" order_ref "\n" venue "\n" list_id)
  *                -> record_id (16) || seq (8, BE) || state (1)
- *   and the buyer's consent rows (permit/consent.h): "bopt/", "buyer/"
- *   and "rec/", keyed by HMAC(secret, "buyer\n" email), never the email.
+ *   and the buyer's consent rows (permit/consent.h): "bopt/" and "rec/",
+ *   keyed by HMAC(secret, "buyer\n" email), never the email.
  *
  * No plaintext email or name is stored, logged or put in an error
  * message (those are logged too): the contact exists only inside the

@@ -52,8 +52,11 @@ static size_t rec_key(const uint8_t *record_id, char out[4 + 33]) {
   return 4 + 2 * PERMIT_RECORD_ID_LEN;
 }
 
-static size_t buyer_index_key(const uint8_t buyer[32], const char *venue,
-                              const char *list_id, uint8_t *out, size_t cap) {
+/* "buyer/" || buyer || "/" venue "/" list_id: a row opt-ins wrote up to
+ * this version; a buyer's opt-ins are found under "bopt/" instead. */
+static size_t old_buyer_index_key(const uint8_t buyer[32], const char *venue,
+                                  const char *list_id, uint8_t *out,
+                                  size_t cap) {
   if (cap < 6 + 32) return 0;
   memcpy(out, "buyer/", 6);
   memcpy(out + 6, buyer, 32);
@@ -100,11 +103,6 @@ void permit_consent_stage_optin(permit_batch *b, const uint8_t buyer[32],
   memcpy(v + 8, buyer, 32);
   memcpy(v + 40, e->venue, vl);
   permit_batch_put(b, PERMIT_CF_RECORDS, rk, rkl, v, 40 + vl);
-  uint8_t ik[6 + 32 + 2 + PERMIT_NAME_MAX + PERMIT_LIST_ID_MAX + 1];
-  size_t ikl = buyer_index_key(buyer, e->venue, e->list_id, ik, sizeof ik);
-  if (ikl > 0)
-    permit_batch_put(b, PERMIT_CF_INDEXES, ik, ikl, record_id,
-                     PERMIT_RECORD_ID_LEN);
 }
 
 /* The buyer and venue an opt-in id names (records "rec/" row). */
@@ -498,9 +496,10 @@ static int erase_extra(void *arg, uint64_t seq, permit_batch *b) {
     permit_batch_delete(b, PERMIT_CF_INDEXES, k, sizeof k);
     char rk[4 + 33];
     permit_batch_delete(b, PERMIT_CF_RECORDS, rk, rec_key(id, rk));
+    /* Written by opt-ins of earlier versions (nothing read it). */
     uint8_t ik[6 + 32 + 2 + PERMIT_NAME_MAX + PERMIT_LIST_ID_MAX + 1];
-    size_t ikl = buyer_index_key(ec->buyer, e->venue, e->list_id, ik,
-                                 sizeof ik);
+    size_t ikl = old_buyer_index_key(ec->buyer, e->venue, e->list_id, ik,
+                                     sizeof ik);
     if (ikl > 0) permit_batch_delete(b, PERMIT_CF_INDEXES, ik, ikl);
     idem_put(b, e, id, PERMIT_IDEM_ERASED);
     int rc = permit_log_prune(ec->log, e->seq, NULL, b, ec->err);
