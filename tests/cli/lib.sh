@@ -40,6 +40,24 @@ stop_node() {
   [ "$exit_code" = 0 ] || fail "process $1 exited with $exit_code"
 }
 
+# pair_up RESELLER_DIR VENUE_DIR VENUE: pins a running reseller and venue
+# to each other, defines the venue's list "newsletter" and waits until the
+# reseller has its catalog.  Needs the test's ctl().
+pair_up() {
+  ctl card --data "$1" >"$tmp/pair-r.card"
+  ctl card --data "$2" >"$tmp/pair-v.card"
+  ctl peer add "$tmp/pair-v.card" --data "$1" >/dev/null
+  ctl peer add "$tmp/pair-r.card" --data "$2" >/dev/null
+  echo "News from the venue." >"$tmp/notice.txt"
+  ctl list define --data "$2" --id newsletter --title News \
+    --notice-file "$tmp/notice.txt" >/dev/null
+  local deadline=$((SECONDS + 30))
+  until ctl offers --data "$1" --venue "$3" 2>/dev/null | grep -q newsletter; do
+    [ $SECONDS -lt $deadline ] || fail "no catalog of $3 at the reseller"
+    sleep 0.1
+  done
+}
+
 cleanup() {
   local p
   for p in $(jobs -p); do kill -TERM "$p" 2>/dev/null || true; done

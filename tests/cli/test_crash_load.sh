@@ -47,17 +47,7 @@ ctl init --name $R --role issuer --data "$tmp/$R" --peer-addr "127.0.0.1:$(free_
 ctl init --name $V --role audience --data "$tmp/$V" --peer-addr "127.0.0.1:$(free_port)" \
   --api-addr "127.0.0.1:$(free_port)" >/dev/null
 start $R; start $V
-ctl card --data "$tmp/$R" >"$tmp/r.card"
-ctl card --data "$tmp/$V" >"$tmp/v.card"
-ctl peer add "$tmp/v.card" --data "$tmp/$R" >/dev/null
-ctl peer add "$tmp/r.card" --data "$tmp/$V" >/dev/null
-echo "News from the venue." >"$tmp/notice.txt"
-ctl list define --data "$tmp/$V" --id newsletter --title News --notice-file "$tmp/notice.txt" >/dev/null
-deadline=$((SECONDS + 30))
-until ctl offers --data "$tmp/$R" --venue $V 2>/dev/null | grep -q newsletter; do
-  [ $SECONDS -lt $deadline ] || fail "no catalog of $V at $R"
-  sleep 0.1
-done
+pair_up "$tmp/$R" "$tmp/$V" $V
 ok "a reseller and a venue, pinned, with a list"
 
 # client W: opt-ins until $tmp/stop exists; each acknowledged one (CREATED

@@ -54,17 +54,7 @@ for n in $R $V; do
   sed -i 's/^min-free-disk-mb = .*/min-free-disk-mb = 8/' "${dir[$n]}/permit.conf"
   start $n
 done
-ctl card --data "${dir[$R]}" >"$tmp/r.card"
-ctl card --data "${dir[$V]}" >"$tmp/v.card"
-ctl peer add "$tmp/v.card" --data "${dir[$R]}" >/dev/null
-ctl peer add "$tmp/r.card" --data "${dir[$V]}" >/dev/null
-echo "News from the venue." >"$tmp/notice.txt"
-ctl list define --data "${dir[$V]}" --id newsletter --title News --notice-file "$tmp/notice.txt" >/dev/null
-deadline=$((SECONDS + 30))
-until ctl offers --data "${dir[$R]}" --venue $V 2>/dev/null | grep -q newsletter; do
-  [ $SECONDS -lt $deadline ] || fail "no catalog"
-  sleep 0.1
-done
+pair_up "${dir[$R]}" "${dir[$V]}" $V
 optin() { ctl optin --data "${dir[$R]}" --order "$1" --email "$2" --given X --family Y \
   --venue $V --list newsletter --notice-version 1; }
 for i in 1 2 3; do optin "D-$i" "d$i@example.com" >/dev/null || fail "optin $i"; done

@@ -138,6 +138,40 @@ static inline const uint8_t *fuzz_rest(fuzz_reader *r, size_t *got) {
   return fuzz_bytes(r, r->left, got);
 }
 
+/*
+ * The input of a target for a signed envelope (card, catalog,
+ * checkpoint): an even first byte means the rest is an envelope as
+ * received; an odd one that the rest is a body, signed here with
+ * fuzz_sign_key() under |context|, so that mutations get past the
+ * signature to the body's checks.  |body| is NULL for a received
+ * envelope; fuzz_envelope_free() frees what was signed.
+ */
+typedef struct fuzz_envelope {
+  const uint8_t *env, *body;
+  size_t len, body_len;
+  uint8_t *signed_env;
+} fuzz_envelope;
+
+static inline void fuzz_envelope_take(const uint8_t *data, size_t size,
+                                      const char *context, fuzz_envelope *e) {
+  fuzz_reader r;
+  fuzz_reader_init(&r, data, size);
+  uint8_t mode = fuzz_u8(&r);
+  size_t len;
+  const uint8_t *rest = fuzz_rest(&r, &len);
+  *e = (fuzz_envelope){.env = rest, .len = len};
+  if (!(mode & 1) || len == 0) return;
+  FUZZ_CHECK(permit_envelope_sign(context, rest, len, fuzz_sign_key(),
+                                  &e->signed_env, &e->len, NULL) == 0);
+  e->env = e->signed_env;
+  e->body = rest;
+  e->body_len = len;
+}
+
+static inline void fuzz_envelope_free(fuzz_envelope *e) {
+  free(e->signed_env);
+}
+
 /* A malloc'd copy of |len| bytes with a NUL after them (for APIs that
  * take C strings); aborts when out of memory, as libFuzzer would. */
 static inline char *fuzz_cstr(const uint8_t *p, size_t len) {

@@ -50,21 +50,9 @@ static void check(const uint8_t *card, size_t len) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fuzz_reader r;
-  fuzz_reader_init(&r, data, size);
-  uint8_t mode = fuzz_u8(&r);
-  size_t len;
-  const uint8_t *rest = fuzz_rest(&r, &len);
-  if (!(mode & 1) || len == 0) {
-    check(rest, len);
-    return 0;
-  }
-  uint8_t *card;
-  size_t card_len;
-  FUZZ_CHECK(permit_envelope_sign(PERMIT_CARD_CONTEXT, rest, len,
-                                  fuzz_sign_key(), &card, &card_len,
-                                  NULL) == 0);
-  check(card, card_len);
-  free(card);
+  fuzz_envelope e;
+  fuzz_envelope_take(data, size, PERMIT_CARD_CONTEXT, &e);
+  check(e.env, e.len);
+  fuzz_envelope_free(&e);
   return 0;
 }

@@ -63,24 +63,12 @@ static int verify(const uint8_t *in, size_t len, const uint8_t *body,
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  fuzz_reader r;
-  fuzz_reader_init(&r, data, size);
-  uint8_t mode = fuzz_u8(&r);
-  size_t len;
-  const uint8_t *rest = fuzz_rest(&r, &len);
-  if (!(mode & 1) || len == 0) {
-    verify(rest, len, NULL, 0);
-    return 0;
-  }
-  uint8_t *env;
-  size_t env_len;
-  FUZZ_CHECK(permit_envelope_sign(PERMIT_CHECKPOINT_CONTEXT, rest, len,
-                                  fuzz_sign_key(), &env, &env_len,
-                                  NULL) == 0);
-  int rc = verify(env, env_len, rest, len);
+  fuzz_envelope e;
+  fuzz_envelope_take(data, size, PERMIT_CHECKPOINT_CONTEXT, &e);
+  int rc = verify(e.env, e.len, e.body, e.body_len);
   /* Signed by the trusted key and small enough: only the body can fail. */
-  if (env_len <= PERMIT_CHECKPOINT_MAX_LEN)
+  if (e.body != NULL && e.len <= PERMIT_CHECKPOINT_MAX_LEN)
     FUZZ_CHECK(rc == 0 || rc == PERMIT_EINVAL);
-  free(env);
+  fuzz_envelope_free(&e);
   return 0;
 }
