@@ -37,6 +37,8 @@ typedef struct permit_server_limits {
   uint32_t max_header_list;        /* bytes of one header block, 16 KiB */
   int handshake_timeout_ms;        /* accept to first h2 frame, 10 s */
   int idle_timeout_ms;             /* no stream open, 300 s */
+  int keepalive_ms;         /* silence, streams open, before a PING: 60 s */
+  int keepalive_timeout_ms; /* then silence before the end: 20 s */
   int max_connections;             /* per server, 4096 */
   size_t call_high_water;          /* queued bytes per call, 256 KiB */
 } permit_server_limits;

@@ -45,12 +45,14 @@ int permit_config_set_limit(permit_server_limits *l, const char *name,
                {"max-header-list", 1024, 1 << 20},
                {"max-connections", 1, 1000000},
                {"handshake-timeout-ms", 100, 600000},
-               {"idle-timeout-ms", 100, 86400000}};
+               {"idle-timeout-ms", 100, 86400000},
+               {"keepalive-ms", 100, 86400000},
+               {"keepalive-timeout-ms", 100, 600000}};
   char *end;
   errno = 0;
   long v = strtol(value, &end, 10);
   if (*value == '\0' || *end != '\0' || errno != 0) return -1;
-  for (int i = 0; i < 6; i++) {
+  for (size_t i = 0; i < sizeof known / sizeof known[0]; i++) {
     if (strcmp(name, known[i].name) != 0) continue;
     if (v < known[i].min || v > known[i].max) return -1;
     switch (i) {
@@ -60,6 +62,8 @@ int permit_config_set_limit(permit_server_limits *l, const char *name,
     case 3: l->max_connections = (int)v; break;
     case 4: l->handshake_timeout_ms = (int)v; break;
     case 5: l->idle_timeout_ms = (int)v; break;
+    case 6: l->keepalive_ms = (int)v; break;
+    case 7: l->keepalive_timeout_ms = (int)v; break;
     }
     return 0;
   }
@@ -293,6 +297,12 @@ int permit_config_write(const char *path, const permit_config *c, char *err,
       "handshake-timeout-ms = %d\n"
       "# A connection with no stream open is closed after this.\n"
       "idle-timeout-ms = %d\n"
+      "# A client with streams open that has sent nothing for this long\n"
+      "# (noticed within twice this) is sent a PING ...\n"
+      "keepalive-ms = %d\n"
+      "# ... and the connection is closed when nothing comes back within\n"
+      "# this (a client gone without closing its connection).\n"
+      "keepalive-timeout-ms = %d\n"
       "# Disk space kept free: below it opt-ins are refused\n"
       "# (RESOURCE_EXHAUSTED) and syncs pause, until space returns; a\n"
       "# full disk would fail synced writes half way.  0: no check.\n"
@@ -305,7 +315,7 @@ int permit_config_write(const char *path, const permit_config *c, char *err,
       c->lim.max_message, c->lim.max_concurrent_streams,
       c->lim.max_header_list, c->lim.max_connections,
       c->lim.handshake_timeout_ms, c->lim.idle_timeout_ms,
-      c->min_free_disk_mb);
+      c->lim.keepalive_ms, c->lim.keepalive_timeout_ms, c->min_free_disk_mb);
   int ok = fflush(f) == 0 && fsync(fd) == 0;
   fclose(f);
   if (!ok) {

@@ -156,6 +156,9 @@ struct conn {
   struct bufferevent *bev;
   nghttp2_session *h2;
   struct event *flush_ev, *idle_ev;
+  struct event *ka_ev;    /* keepalive: a silent client with streams open */
+  int heard;              /* bytes came in since ka_ev last fired */
+  int ping_out;           /* our keepalive PING is unanswered */
   struct event *hs_ev;    /* accept to the client's first SETTINGS */
   struct event *linger_ev;
   conn *prev, *next;
@@ -179,6 +182,8 @@ void permit_server_limits_default(permit_server_limits *l) {
   l->max_header_list = 16 * 1024;
   l->handshake_timeout_ms = 10000;
   l->idle_timeout_ms = 300000;
+  l->keepalive_ms = 60000;
+  l->keepalive_timeout_ms = 20000;
   l->max_connections = 4096;
   l->call_high_water = 256 * 1024;
 }
@@ -233,6 +238,7 @@ static void conn_free(conn *c) {
   nghttp2_session_del(c->h2);
   if (c->flush_ev != NULL) event_free(c->flush_ev);
   if (c->idle_ev != NULL) event_free(c->idle_ev);
+  if (c->ka_ev != NULL) event_free(c->ka_ev);
   if (c->hs_ev != NULL) event_free(c->hs_ev);
   if (c->linger_ev != NULL) event_free(c->linger_ev);
   bufferevent_free(c->bev);
@@ -363,6 +369,50 @@ static void on_idle(evutil_socket_t fd, short what, void *arg) {
   conn_end(c, NGHTTP2_NO_ERROR);
 }
 
+static void ka_arm(conn *c, int ms) {
+  struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+  evtimer_add(c->ka_ev, &tv);
+}
+
+/*
+ * Keepalive.  A client gone without a FIN (a cut cable, a suspended
+ * laptop, a middlebox that forgot the flow) would keep its streams (a
+ * venue's follow-mode Pull, a WatchContacts) open for ever: nothing is
+ * written to them while nothing happens.  So when a connection with
+ * streams open has sent nothing for a whole keepalive_ms period (the last
+ * byte came one to two periods ago) we PING it, and end it when nothing
+ * comes back within keepalive_timeout_ms.  A flag per read, not a clock
+ * read per read.  Any bytes count as an answer; connections without
+ * streams are the idle timer's.
+ */
+static void on_keepalive(evutil_socket_t fd, short what, void *arg) {
+  conn *c = arg;
+  (void)fd, (void)what;
+  if (c->dead) return;
+  const permit_server_limits *lim = &c->w->srv->lim;
+  if (c->heard || c->nstreams == 0) {
+    c->heard = 0;
+    c->ping_out = 0;
+    ka_arm(c, lim->keepalive_ms);
+    return;
+  }
+  if (c->ping_out) {
+    permit_logf(PERMIT_LEVEL_INFO, "conn.keepalive_timeout",
+                "%s %s sent nothing for %d ms, not even the answer to a "
+                "PING, with %d stream(s) open: closing", c->l->name, c->addr,
+                lim->keepalive_ms + lim->keepalive_timeout_ms, c->nstreams);
+    conn_end(c, NGHTTP2_NO_ERROR);
+    return;
+  }
+  if (nghttp2_submit_ping(c->h2, NGHTTP2_FLAG_NONE, NULL) != 0) {
+    ka_arm(c, lim->keepalive_ms);
+    return;
+  }
+  c->ping_out = 1;
+  ka_arm(c, lim->keepalive_timeout_ms);
+  conn_schedule_flush(c);
+}
+
 /* Accept to the end of the client's connection preface (its first
  * SETTINGS): one deadline, however slowly the bytes trickle in. */
 static void on_handshake_timeout(evutil_socket_t fd, short what, void *arg) {
@@ -399,6 +449,7 @@ static void on_read(struct bufferevent *bev, void *arg) {
   struct evbuffer *in = bufferevent_get_input(bev);
   struct evbuffer_iovec v[16];
   int n;
+  c->heard = 1;
   while (evbuffer_get_length(in) > 0) {
     if (c->dead || !nghttp2_session_want_read(c->h2)) {
       /* Ending: what the client still sends is dropped unread. */
@@ -1203,9 +1254,13 @@ static int conn_start_h2(conn *c) {
   if (nghttp2_submit_settings(c->h2, NGHTTP2_FLAG_NONE, iv, 3) != 0) return -1;
   c->flush_ev = event_new(c->w->base, -1, 0, on_flush_event, c);
   c->idle_ev = evtimer_new(c->w->base, on_idle, c);
+  c->ka_ev = evtimer_new(c->w->base, on_keepalive, c);
+  if (c->flush_ev == NULL || c->idle_ev == NULL || c->ka_ev == NULL)
+    return -1;
   struct timeval tv = {lim->idle_timeout_ms / 1000,
                        (lim->idle_timeout_ms % 1000) * 1000};
   evtimer_add(c->idle_ev, &tv);
+  ka_arm(c, lim->keepalive_ms);
   return 0;
 }
 

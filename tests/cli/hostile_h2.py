@@ -1003,6 +1003,65 @@ def idle_connections(args):
 
 
 @scenario
+def silent_client(args):
+    """Two clients each hold a Health/Watch stream open and then send
+    nothing; one answers the node's PINGs, the other has vanished (it
+    reads but never answers).  The node must PING the silent one after
+    one or two keepalive-ms and close it keepalive-timeout-ms later, and
+    keep the one that answers."""
+    ka, kt = args.keepalive_ms / 1000, args.keepalive_timeout_ms / 1000
+    watch = "/grpc.health.v1.Health/Watch"
+    with Run(args, f"silent clients (keepalive {ka:.1f} s + "
+             f"{kt:.1f} s)", 48) as run:
+        gone, alive_w = Wire(args.api), Wire(args.api)
+        for w in (gone, alive_w):
+            w.send(frame(SETTINGS, 0x1, 0) +
+                   frame(HEADERS, END_HEADERS, 1, header_block(watch)) +
+                   frame(DATA, END_STREAM, 1, EMPTY_MSG))
+        for name, w in (("vanishing", gone), ("answering", alive_w)):
+            got = w.wait(lambda: any(isinstance(f, DataFrame) and
+                                     f.stream_id == 1 for f in w.frames),
+                         5 * SLOW)
+            check(got, f"the {name} client's Watch got its first status")
+        t0 = time.monotonic()
+        # Two full rounds of keepalive for the one that answers.
+        end = t0 + 2 * (ka + kt) + 2 * SLOW
+        pings_gone, answered, seen = [], 0, 0
+        while time.monotonic() < end:
+            gone.pump(0.01)
+            alive_w.pump(0.01)
+            for f in alive_w.frames[seen:]:
+                if f.type == 0x6 and "ACK" not in f.flags:
+                    alive_w.send(frame(0x6, 0x1, 0, f.opaque_data))
+                    answered += 1
+            seen = len(alive_w.frames)
+        pings_gone = [f for f in gone.frames
+                      if f.type == 0x6 and "ACK" not in f.flags]
+        closed_at = (gone.close_time - t0) if gone.closed else None
+        say(f"   vanishing client: {len(pings_gone)} PING(s), closed at "
+            f"{closed_at if closed_at is None else round(closed_at, 2)} s, "
+            f"GOAWAY {gone.goaway}; answering client: {answered} PING(s) "
+            f"answered, {'closed' if alive_w.closed else 'open'}")
+        check(len(pings_gone) == 1, "the vanishing client was sent one PING")
+        # The node looks every keepalive-ms: silence is noticed between
+        # one and two of them after the last byte.
+        check(closed_at is not None and
+              (ka + kt) * 0.8 <= closed_at <= 2 * ka + kt + 2 * SLOW,
+              f"the vanishing client was cut off after one or two keepalive "
+              f"periods and the timeout ({ka + kt:.1f}-{2 * ka + kt:.1f} s): "
+              f"at {closed_at} s")
+        check(gone.goaway is not None and gone.goaway[0] == "NO_ERROR",
+              f"with a GOAWAY NO_ERROR ({gone.goaway})")
+        check(not alive_w.closed and answered >= 2,
+              f"the answering client is still connected after "
+              f"{time.monotonic() - t0:.1f} s ({answered} PINGs answered)")
+        alive_w.send(frame(RST_STREAM, 0, 1, struct.pack(">I", 8)))
+        check_on(alive_w, 3, "the answering client's connection")
+        gone.close()
+        alive_w.close()
+
+
+@scenario
 def public_listener(args):
     """The internet-facing listener: HTTPS pages and forms, no gRPC, no
     client certificate.  Rapid resets, a CONTINUATION flood and many
@@ -1087,6 +1146,8 @@ def main():
     ap.add_argument("--handshake-ms", type=int, default=500)
     ap.add_argument("--idle-ms", type=int, default=1500)
     ap.add_argument("--max-connections", type=int, default=64)
+    ap.add_argument("--keepalive-ms", type=int, default=1000)
+    ap.add_argument("--keepalive-timeout-ms", type=int, default=1000)
     args = ap.parse_args()
     if SANITIZE:
         say("(instrumented node: waits are 4x longer, memory bounds 3x)")

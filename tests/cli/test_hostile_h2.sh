@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Malicious HTTP/2 peers (issue 6, item 2): rapid resets, CONTINUATION
 # floods, oversized header blocks, a huge declared message, WINDOW_UPDATE
-# abuse, handshakes that never finish and thousands of idle connections.
+# abuse, handshakes that never finish, thousands of idle connections and
+# clients that vanish with a stream open.
 # For each, tests/cli/hostile_h2.py (raw frames; replies parsed with
 # python3-h2's hyperframe and hpack; a python3-h2 client calling
 # Health/Check on its own connection throughout) checks that the node
@@ -23,10 +24,10 @@ driver=("$py" "$PERMIT_SRC/tests/cli/hostile_h2.py")
 # also keeps freed memory in quarantine (256 MiB by default), which would
 # swamp the memory checks: the nodes here keep 32 MiB.
 if [ "${PERMIT_SANITIZE:-OFF}" = ON ]; then
-  ready=120 handshake_ms=1500 idle_ms=4000 handshake_b_ms=3000
+  ready=120 handshake_ms=1500 idle_ms=4000 handshake_b_ms=3000 ka_ms=2000
   export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=32"
 else
-  ready=30 handshake_ms=500 idle_ms=2000 handshake_b_ms=1500
+  ready=30 handshake_ms=500 idle_ms=2000 handshake_b_ms=1500 ka_ms=1000
 fi
 
 start_node() { # NAME PERMITD-ARGS...; sets $node, $api, $peer, $public
@@ -91,17 +92,24 @@ ok "node a logged $lines lines in all ($resets h2.too_many_resets)"
 stop_node "$node"
 ok "node a stopped cleanly after every attack"
 
-# Node b: a cap of 64 connections, short idle and handshake deadlines.
+# Node b: a cap of 64 connections, short idle, handshake and keepalive
+# deadlines.
 start_node b --data "$tmp/b" --name node.example --peer-listen 127.0.0.1:0 \
   --api-listen 127.0.0.1:0 --workers 2 --limit max-connections=64 \
   --limit "idle-timeout-ms=$idle_ms" \
-  --limit "handshake-timeout-ms=$handshake_b_ms"
+  --limit "handshake-timeout-ms=$handshake_b_ms" \
+  --limit "keepalive-ms=$ka_ms" --limit "keepalive-timeout-ms=$ka_ms"
 run idle-connections --pid "$node" --api "$api" --max-connections 64 \
   --idle-ms "$idle_ms" --handshake-ms "$handshake_b_ms"
 refused=$(metric "$api" permit_connections_refused_total local)
 [ "${refused:-0}" -ge 1000 ] ||
   fail "permit_connections_refused_total (local) is ${refused:-none}"
 ok "node b counted $refused refused connections"
+run silent-client --pid "$node" --api "$api" --keepalive-ms "$ka_ms" \
+  --keepalive-timeout-ms "$ka_ms"
+grep -q '"event":"conn.keepalive_timeout"' "$tmp/b.log" ||
+  fail "no conn.keepalive_timeout in node b's log"
+ok "node b logged the keepalive timeout"
 stop_node "$node"
 ok "node b stopped cleanly"
 echo "$pass_count passed, 0 failed"
