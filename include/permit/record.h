@@ -118,6 +118,27 @@ int permit_record_verify(const uint8_t *in, size_t len,
                          const permit_trusted_key *keys, size_t nkeys,
                          Permit__V1__Record **out, permit_err *err);
 
+/* The most records permit_record_verify_many() takes in one call. */
+#define PERMIT_RECORD_VERIFY_MANY_MAX 64
+
+/*
+ * permit_record_verify() on each of the |n| SignedRecords |in|, with the
+ * signatures checked in one Ed25519 batch (permit_ed25519_batch_verify)
+ * and one by one only when the batch fails, to name the bad ones.  Entry
+ * i's outcome is |rcs[i]|, with |errs[i]| and |out[i]| (the record, owned
+ * by the caller, NULL on failure) as permit_record_verify() sets them.
+ * Returns 0, or PERMIT_EINVAL when |n| is over
+ * PERMIT_RECORD_VERIFY_MANY_MAX (nothing is set then).
+ *
+ * A batch accepts a signature the one-by-one check refuses only when the
+ * key's owner built it with a small-order component in R (the cofactored
+ * equation of RFC 8032 5.1.7; permit/ed25519.h explains).
+ */
+int permit_record_verify_many(const permit_iov *in, size_t n,
+                              const permit_trusted_key *keys, size_t nkeys,
+                              Permit__V1__Record **out, int *rcs,
+                              permit_err *errs);
+
 /*
  * Checks that |rec| was issued by |issuer| (the node whose keys verified
  * it) and addressed to |audience| (the receiving node).  PERMIT_EPERM, with

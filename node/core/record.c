@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "permit/ed25519.h"
 #include "permit/util.h"
 
 void permit_trusted_key_set(permit_trusted_key *tk,
@@ -290,12 +291,17 @@ static int envelope_fields(const ProtobufCMessage *m, ProtobufCBinaryData *body,
   return 0;
 }
 
-int permit_envelope_open(const ProtobufCMessageDescriptor *desc,
-                         const char *context, const uint8_t *in, size_t len,
-                         size_t max, const permit_trusted_key *keys,
-                         size_t nkeys, ProtobufCMessage **env,
-                         const uint8_t **body, size_t *bodylen,
-                         permit_err *err) {
+/*
+ * Decodes an envelope and finds its signer among |keys|, everything
+ * permit_envelope_open() checks but the signature itself, which it leaves
+ * in |*sig| and |*key| for the caller to verify.
+ */
+static int envelope_parse(const ProtobufCMessageDescriptor *desc,
+                          const uint8_t *in, size_t len, size_t max,
+                          const permit_trusted_key *keys, size_t nkeys,
+                          ProtobufCMessage **env, ProtobufCBinaryData *body,
+                          ProtobufCBinaryData *sig,
+                          const permit_trusted_key **key, permit_err *err) {
   *env = NULL;
   if (len > max)
     return permit_err_set(err, PERMIT_ETOOBIG,
@@ -309,7 +315,6 @@ int permit_envelope_open(const ProtobufCMessageDescriptor *desc,
     return permit_err_set(err, PERMIT_EINVAL,
                           "%s is not a valid protobuf message (truncated or "
                           "malformed)", desc->short_name);
-  ProtobufCBinaryData b, s;
   const char *kid;
   int rc;
   /* Unknown envelope fields would travel unsigned: refuse them. */
@@ -318,20 +323,20 @@ int permit_envelope_open(const ProtobufCMessageDescriptor *desc,
                         desc->short_name);
     goto fail;
   }
-  if (envelope_fields(m, &b, &s, &kid) != 0) {
+  if (envelope_fields(m, body, sig, &kid) != 0) {
     rc = permit_err_set(err, PERMIT_EINVAL, "%s is not an envelope type",
                         desc->short_name);
     goto fail;
   }
-  if (b.len == 0) {
+  if (body->len == 0) {
     rc = permit_err_set(err, PERMIT_EINVAL, "%s has an empty body",
                         desc->short_name);
     goto fail;
   }
-  if (s.len != PERMIT_ED25519_SIG_LEN) {
+  if (sig->len != PERMIT_ED25519_SIG_LEN) {
     rc = permit_err_set(err, PERMIT_EVERIFY,
                         "%s signature is %zu bytes, not 64", desc->short_name,
-                        s.len);
+                        sig->len);
     goto fail;
   }
   const permit_trusted_key *k = NULL;
@@ -343,19 +348,46 @@ int permit_envelope_open(const ProtobufCMessageDescriptor *desc,
                         "for this signer", desc->short_name, kid);
     goto fail;
   }
-  if (permit_verify(k->pub, context, b.data, b.len, s.data, s.len) != 0) {
-    rc = permit_err_set(err, PERMIT_EVERIFY,
+  *env = m;
+  *key = k;
+  return 0;
+fail:
+  protobuf_c_message_free_unpacked(m, NULL);
+  return rc;
+}
+
+/* The error of a signature by |key| that does not verify. */
+static int bad_signature(const ProtobufCMessageDescriptor *desc,
+                         const permit_trusted_key *key, permit_err *err) {
+  return permit_err_set(err, PERMIT_EVERIFY,
                         "%s signature by key %s does not verify",
-                        desc->short_name, k->key_id);
-    goto fail;
+                        desc->short_name, key->key_id);
+}
+
+int permit_envelope_open(const ProtobufCMessageDescriptor *desc,
+                         const char *context, const uint8_t *in, size_t len,
+                         size_t max, const permit_trusted_key *keys,
+                         size_t nkeys, ProtobufCMessage **env,
+                         const uint8_t **body, size_t *bodylen,
+                         permit_err *err) {
+  ProtobufCMessage *m;
+  ProtobufCBinaryData b, s;
+  const permit_trusted_key *k;
+  int rc = envelope_parse(desc, in, len, max, keys, nkeys, &m, &b, &s, &k,
+                          err);
+  if (rc != 0) {
+    *env = NULL;
+    return rc;
+  }
+  if (permit_verify(k->pub, context, b.data, b.len, s.data, s.len) != 0) {
+    protobuf_c_message_free_unpacked(m, NULL);
+    *env = NULL;
+    return bad_signature(desc, k, err);
   }
   *env = m;
   *body = b.data;
   *bodylen = b.len;
   return 0;
-fail:
-  protobuf_c_message_free_unpacked(m, NULL);
-  return rc;
 }
 
 int permit_envelope_check_body(const ProtobufCMessage *m, const uint8_t *body,
@@ -381,6 +413,29 @@ int permit_envelope_check_body(const ProtobufCMessage *m, const uint8_t *body,
   return 0;
 }
 
+/* Decodes and validates the body of an opened SignedRecord |env|, which
+ * it frees. */
+static int record_body(ProtobufCMessage *env, const uint8_t *body,
+                       size_t bodylen, Permit__V1__Record **out,
+                       permit_err *err) {
+  Permit__V1__Record *rec = permit__v1__record__unpack(NULL, bodylen, body);
+  if (rec == NULL) {
+    protobuf_c_message_free_unpacked(env, NULL);
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "record body is not a valid Record message");
+  }
+  int rc = permit_envelope_check_body(&rec->base, body, bodylen, "record",
+                                      err);
+  protobuf_c_message_free_unpacked(env, NULL);
+  if (rc == 0) rc = permit_record_validate(rec, err);
+  if (rc != 0) {
+    permit__v1__record__free_unpacked(rec, NULL);
+    return rc;
+  }
+  *out = rec;
+  return 0;
+}
+
 int permit_record_verify(const uint8_t *in, size_t len,
                          const permit_trusted_key *keys, size_t nkeys,
                          Permit__V1__Record **out, permit_err *err) {
@@ -393,20 +448,47 @@ int permit_record_verify(const uint8_t *in, size_t len,
                                 PERMIT_RECORD_MAX_LEN, keys, nkeys, &env,
                                 &body, &bodylen, err);
   if (rc != 0) return rc;
-  Permit__V1__Record *rec = permit__v1__record__unpack(NULL, bodylen, body);
-  if (rec == NULL) {
-    protobuf_c_message_free_unpacked(env, NULL);
-    return permit_err_set(err, PERMIT_EINVAL,
-                          "record body is not a valid Record message");
+  return record_body(env, body, bodylen, out, err);
+}
+
+int permit_record_verify_many(const permit_iov *in, size_t n,
+                              const permit_trusted_key *keys, size_t nkeys,
+                              Permit__V1__Record **out, int *rcs,
+                              permit_err *errs) {
+  const ProtobufCMessageDescriptor *d = &permit__v1__signed_record__descriptor;
+  if (n > PERMIT_RECORD_VERIFY_MANY_MAX) return PERMIT_EINVAL;
+  ProtobufCMessage *env[PERMIT_RECORD_VERIFY_MANY_MAX];
+  ProtobufCBinaryData body[PERMIT_RECORD_VERIFY_MANY_MAX];
+  const permit_trusted_key *key[PERMIT_RECORD_VERIFY_MANY_MAX];
+  permit_ed25519_item items[PERMIT_RECORD_VERIFY_MANY_MAX] = {{0}};
+  size_t nitems = 0;
+  for (size_t i = 0; i < n; i++) {
+    ProtobufCBinaryData sig;
+    out[i] = NULL;
+    rcs[i] = envelope_parse(d, in[i].base, in[i].len, PERMIT_RECORD_MAX_LEN,
+                            keys, nkeys, &env[i], &body[i], &sig, &key[i],
+                            &errs[i]);
+    if (rcs[i] != 0) continue;
+    items[nitems++] = (permit_ed25519_item){
+        .pub = key[i]->pub, .sig = sig.data,
+        .context = PERMIT_RECORD_CONTEXT, .msg = body[i].data,
+        .len = body[i].len};
   }
-  rc = permit_envelope_check_body(&rec->base, body, bodylen, "record", err);
-  protobuf_c_message_free_unpacked(env, NULL);
-  if (rc == 0) rc = permit_record_validate(rec, err);
-  if (rc != 0) {
-    permit__v1__record__free_unpacked(rec, NULL);
-    return rc;
+  /* One batch answers for all; when it does not, each signature is checked
+   * on its own, which also names the bad ones. */
+  int batch_ok = permit_ed25519_batch_verify(items, nitems) == 1;
+  for (size_t i = 0, j = 0; i < n; i++) {
+    if (rcs[i] != 0) continue;
+    const permit_ed25519_item *it = &items[j++];
+    if (!batch_ok && permit_verify(it->pub, it->context, it->msg, it->len,
+                                   it->sig, PERMIT_ED25519_SIG_LEN) != 0) {
+      protobuf_c_message_free_unpacked(env[i], NULL);
+      rcs[i] = bad_signature(d, key[i], &errs[i]);
+      continue;
+    }
+    rcs[i] = record_body(env[i], body[i].data, body[i].len, &out[i],
+                         &errs[i]);
   }
-  *out = rec;
   return 0;
 }
 

@@ -76,6 +76,8 @@
 #define STATE_MAX 320
 #define VERIFY_THREADS_MAX 8
 #define VERIFY_CHUNK 16 /* entries a pool thread takes at a time */
+_Static_assert(VERIFY_CHUNK <= PERMIT_RECORD_VERIFY_MANY_MAX,
+               "a chunk's signatures are one batch");
 
 static const char PULL_PATH[] = "/permit.v1.Peer/Pull";
 static const char CATALOG_PATH[] = "/permit.v1.Peer/GetCatalog";
@@ -412,19 +414,12 @@ out:
   return rc;
 }
 
-static void verify_one(const verify_ctx *vc, const item *it, verified *v) {
+/* The checks after the signature's: route, role and the sealed contact
+ * of the record in v->rec (verified, or NULL with v->rc set). */
+static void verify_rest(const verify_ctx *vc, const item *it, verified *v) {
   permit_err err = {0};
-  /* A pruned entry has no record to check: its leaf hash joins the tree
-   * and the next checkpoint vouches for it. */
-  if (permit_log_pruned(it->data, it->len, NULL)) {
-    v->rc = 0;
-    v->rec = NULL;
-    return;
-  }
-  v->rc = permit_record_verify(it->data, it->len, &vc->peer->identity, 1,
-                               &v->rec, &err);
   if (v->rc != 0) {
-    v->rec = NULL;
+    err = v->err;
   } else if ((v->rc = permit_record_check_route(v->rec, vc->peer->name,
                                                 vc->self, &err)) == 0) {
     const Permit__V1__Record *r = v->rec;
@@ -449,10 +444,40 @@ static void verify_one(const verify_ctx *vc, const item *it, verified *v) {
                    (unsigned long long)it->seq, err.msg);
 }
 
-/* Checks entries [first, end) of |u|. */
+/*
+ * Checks entries [first, end) of |u| (at most VERIFY_CHUNK).  A pruned
+ * entry has no record to check: its leaf hash joins the tree and the next
+ * checkpoint vouches for it.  The others' signatures are checked in one
+ * batch.
+ */
 static void verify_range(unit *u, size_t first, size_t end) {
-  for (size_t i = first; i < end; i++)
-    verify_one(&u->vc, &u->items[i], &u->v[i]);
+  permit_iov in[VERIFY_CHUNK] = {{0}};
+  Permit__V1__Record *rec[VERIFY_CHUNK];
+  int rcs[VERIFY_CHUNK];
+  permit_err errs[VERIFY_CHUNK];
+  size_t idx[VERIFY_CHUNK], n = 0;
+  for (size_t i = first; i < end; i++) {
+    const item *it = &u->items[i];
+    u->v[i].rec = NULL;
+    u->v[i].rc = 0;
+    if (permit_log_pruned(it->data, it->len, NULL)) continue;
+    in[n] = (permit_iov){it->data, it->len};
+    idx[n++] = i;
+  }
+  if (permit_record_verify_many(in, n, &u->vc.peer->identity, 1, rec, rcs,
+                                errs) != 0) {
+    for (size_t k = 0; k < n; k++) { /* cannot happen: n <= VERIFY_CHUNK */
+      rec[k] = NULL;
+      rcs[k] = permit_err_set(&errs[k], PERMIT_EINVAL, "too many entries");
+    }
+  }
+  for (size_t k = 0; k < n; k++) {
+    verified *v = &u->v[idx[k]];
+    v->rec = rec[k];
+    v->rc = rcs[k];
+    if (v->rc != 0) v->err = errs[k];
+    verify_rest(&u->vc, &u->items[idx[k]], v);
+  }
 }
 
 /* A pool thread: takes the next chunk of the oldest batch and checks it;
@@ -991,7 +1016,11 @@ static void dispatch(peer_link *l) {
                          .seal_key_id = s->seal_key_id};
     u->nchunks = (u->n + VERIFY_CHUNK - 1) / VERIFY_CHUNK;
     if (s->pool_threads == 0) {
-      verify_range(u, 0, u->n);
+      for (size_t c = 0; c < u->nchunks; c++)
+        verify_range(u, c * VERIFY_CHUNK,
+                     c * VERIFY_CHUNK + VERIFY_CHUNK < u->n
+                         ? c * VERIFY_CHUNK + VERIFY_CHUNK
+                         : u->n);
       u->done = 1;
       continue;
     }

@@ -1,4 +1,5 @@
 /* test_record: signed envelopes, field validation, tampering, bounds. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -478,6 +479,153 @@ static void test_route(void) {
   permit_sign_key_free(k);
 }
 
+/* Checks permit_record_verify_many() on |n| envelopes against
+ * permit_record_verify() on each: same code, same message, same record. */
+static int many_matches_one(const permit_iov *in, size_t n,
+                            const permit_trusted_key *tk) {
+  Permit__V1__Record *out[PERMIT_RECORD_VERIFY_MANY_MAX];
+  int rcs[PERMIT_RECORD_VERIFY_MANY_MAX];
+  permit_err errs[PERMIT_RECORD_VERIFY_MANY_MAX];
+  if (permit_record_verify_many(in, n, tk, 1, out, rcs, errs) != 0) return 0;
+  int same = 1;
+  for (size_t i = 0; i < n; i++) {
+    Permit__V1__Record *one = NULL;
+    permit_err e = {0};
+    int rc = permit_record_verify(in[i].base, in[i].len, tk, 1, &one, &e);
+    if (rc != rcs[i] || (rc != 0 && strcmp(e.msg, errs[i].msg) != 0) ||
+        (rc == 0) != (out[i] != NULL) ||
+        (rc == 0 && (out[i]->record_id.len != one->record_id.len ||
+                     memcmp(out[i]->record_id.data, one->record_id.data,
+                            one->record_id.len) != 0))) {
+      fprintf(stderr, "  entry %zu: one by one %d \"%s\", batched %d \"%s\"\n",
+              i, rc, e.msg, rcs[i], rcs[i] != 0 ? errs[i].msg : "");
+      same = 0;
+    }
+    permit_record_free(one);
+    permit_record_free(out[i]);
+  }
+  return same;
+}
+
+static void test_verify_many(void) {
+  permit_sign_key *k, *other;
+  CHECK(permit_sign_key_generate(&k) == 0);
+  CHECK(permit_sign_key_generate(&other) == 0);
+  permit_trusted_key tk;
+  permit_trusted_key_set(&tk, permit_sign_key_public(k));
+  Permit__V1__Record r;
+  Permit__V1__OptIn o;
+  Permit__V1__SealedContact sc;
+  Permit__V1__Evidence ev;
+  make_optin(&r, &o, &sc, &ev);
+  permit_err err = {0};
+  enum { N = 16 };
+  uint8_t *env[N], ids[N][16];
+  size_t len[N];
+  permit_iov in[N];
+  for (int i = 0; i < N; i++) {
+    memset(ids[i], 0x40 + i, sizeof ids[i]);
+    r.record_id = (ProtobufCBinaryData){sizeof ids[i], ids[i]};
+    CHECK(permit_record_sign(&r, k, &env[i], &len[i], &err) == 0);
+    in[i] = (permit_iov){env[i], len[i]};
+  }
+  r.record_id = (ProtobufCBinaryData){sizeof rid, rid};
+
+  /* All good, and the edges of the size. */
+  CHECK(many_matches_one(in, N, &tk));
+  CHECK(many_matches_one(in, 1, &tk));
+  CHECK(many_matches_one(in, 0, &tk));
+  Permit__V1__Record *out[PERMIT_RECORD_VERIFY_MANY_MAX + 1];
+  int rcs[PERMIT_RECORD_VERIFY_MANY_MAX + 1];
+  permit_err errs[PERMIT_RECORD_VERIFY_MANY_MAX + 1];
+  permit_iov lots[PERMIT_RECORD_VERIFY_MANY_MAX + 1];
+  for (size_t i = 0; i < PERMIT_RECORD_VERIFY_MANY_MAX + 1; i++)
+    lots[i] = in[i % N];
+  CHECK(permit_record_verify_many(lots, PERMIT_RECORD_VERIFY_MANY_MAX + 1,
+                                  &tk, 1, out, rcs, errs) == PERMIT_EINVAL);
+  CHECK(many_matches_one(lots, PERMIT_RECORD_VERIFY_MANY_MAX, &tk));
+
+  /* Every kind of bad entry among good ones: each keeps its own error and
+   * the good ones pass. */
+  uint8_t *untrusted, *cpenv, *jenv, *forged = malloc(4096), *extra;
+  size_t un, cpn, jn, fn = 0;
+  CHECK(permit_record_sign(&r, other, &untrusted, &un, &err) == 0);
+  Permit__V1__SignedRecord *sr =
+      permit__v1__signed_record__unpack(NULL, un, untrusted);
+  CHECK(sr != NULL);
+  if (sr != NULL) {
+    char *saved = sr->key_id;
+    sr->key_id = tk.key_id; /* another key's signature, our key's id */
+    fn = permit__v1__signed_record__pack(sr, forged);
+    sr->key_id = saved;
+    permit__v1__signed_record__free_unpacked(sr, NULL);
+  }
+  uint8_t body[1024];
+  size_t bl = permit__v1__record__get_packed_size(&r);
+  permit__v1__record__pack(&r, body);
+  CHECK(permit_envelope_sign("permit/v1/checkpoint\n", body, bl, k, &cpenv,
+                             &cpn, &err) == 0);
+  uint8_t junk[] = {0x0a, 0x05, 'h', 'e', 'l', 'l', 'o'};
+  CHECK(permit_envelope_sign(PERMIT_RECORD_CONTEXT, junk, sizeof junk, k,
+                             &jenv, &jn, &err) == 0);
+  extra = malloc(len[0] + 2);
+  memcpy(extra, env[0], len[0]);
+  extra[len[0]] = (9 << 3) | 0;
+  extra[len[0] + 1] = 1;
+  uint8_t *flipped = malloc(len[1]);
+  memcpy(flipped, env[1], len[1]);
+  flipped[len[1] - 70] ^= 0x10; /* inside the signature */
+  permit_iov mixed[] = {in[2],        {untrusted, un}, in[3],
+                        {forged, fn}, {cpenv, cpn},    {jenv, jn},
+                        in[4],        {extra, len[0] + 2},
+                        {flipped, len[1]}, {env[5], len[5] - 1},
+                        {env[6], 0},  in[7]};
+  CHECK(many_matches_one(mixed, sizeof mixed / sizeof mixed[0], &tk));
+  CHECK(permit_record_verify_many(mixed, sizeof mixed / sizeof mixed[0], &tk,
+                                  1, out, rcs, errs) == 0);
+  CHECK(rcs[0] == 0 && rcs[2] == 0 && rcs[6] == 0 && rcs[11] == 0);
+  CHECK(rcs[1] == PERMIT_ENOTFOUND && rcs[3] == PERMIT_EVERIFY &&
+        rcs[4] == PERMIT_EVERIFY && rcs[5] == PERMIT_EINVAL &&
+        rcs[7] == PERMIT_EINVAL && rcs[8] == PERMIT_EVERIFY);
+  CHECK(strstr(errs[8].msg, "does not verify") != NULL);
+  for (size_t i = 0; i < sizeof mixed / sizeof mixed[0]; i++)
+    permit_record_free(out[i]);
+
+  /* Random single-bit flips in random members of a batch. */
+  unsigned seed = 12345;
+  int mismatches = 0;
+  for (int round = 0; round < 150; round++) {
+    uint8_t *copy[N];
+    permit_iov b[N];
+    for (int i = 0; i < N; i++) {
+      copy[i] = malloc(len[i]);
+      memcpy(copy[i], env[i], len[i]);
+      b[i] = (permit_iov){copy[i], len[i]};
+    }
+    int flips = 1 + (int)((seed = seed * 1103515245u + 12345u) >> 16) % 3;
+    for (int f = 0; f < flips; f++) {
+      seed = seed * 1103515245u + 12345u;
+      size_t i = (seed >> 16) % N;
+      seed = seed * 1103515245u + 12345u;
+      size_t bit = (seed >> 8) % (len[i] * 8);
+      copy[i][bit / 8] ^= (uint8_t)(1u << (bit % 8));
+    }
+    if (!many_matches_one(b, N, &tk)) mismatches++;
+    for (int i = 0; i < N; i++) free(copy[i]);
+  }
+  CHECKF(mismatches == 0, "%d of 150 flipped batches differ", mismatches);
+
+  for (int i = 0; i < N; i++) free(env[i]);
+  free(untrusted);
+  free(forged);
+  free(cpenv);
+  free(jenv);
+  free(extra);
+  free(flipped);
+  permit_sign_key_free(k);
+  permit_sign_key_free(other);
+}
+
 int main(void) {
   for (size_t i = 0; i < sizeof ct; i++) ct[i] = (uint8_t)i;
   memset(rid, 1, sizeof rid);
@@ -491,6 +639,7 @@ int main(void) {
   test_canonical_body();
   test_utf8();
   test_route();
+  test_verify_many();
   permit_crypto_cleanup();
   return test_finish("test_record");
 }
