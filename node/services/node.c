@@ -10,6 +10,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "permit/ed25519.h"
 #include "permit/identity.h"
 #include "permit/logging.h"
 #include "permit/util.h"
@@ -130,6 +131,10 @@ int permit_card_verify(const uint8_t *card, size_t len, permit_peer *peer,
     rc = permit_err_set(err, PERMIT_EINVAL, "card body is not a NodeCardBody");
   } else if (b->identity_key.len != 32 || b->sealing_key.len != 32) {
     rc = permit_err_set(err, PERMIT_EINVAL, "card keys must be 32 bytes");
+  } else if (!permit_ed25519_key_check(b->identity_key.data)) {
+    rc = permit_err_set(err, PERMIT_EINVAL,
+                        "card identity key is not an Ed25519 key of prime "
+                        "order (a weak key anyone could sign for)");
   } else if (permit_name_validate(b->name, &sub) != 0) {
     rc = permit_err_set(err, PERMIT_EINVAL, "card name: %s", sub.msg);
   } else if (strlen(b->endpoint) == 0 ||

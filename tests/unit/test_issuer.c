@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "permit/client.h"
+#include "permit/ed25519.h"
 #include "permit/hpke.h"
 #include "permit/node.h"
 #include "permit/node_services.h"
@@ -1272,10 +1273,59 @@ static void test_at_rest(world *w) {
          "address or name\n", files_scanned);
 }
 
+/*
+ * A card whose identity key is a weak point is refused: under the
+ * identity anyone can make a signature OpenSSL accepts (R = [S]B), and a
+ * key with a small-order component is as bad for batch checks.
+ */
+static void test_weak_card_keys(void) {
+  uint8_t id[32] = {1}; /* the identity point (x 0, y 1) */
+  uint8_t seal[32];
+  memset(seal, 9, sizeof seal);
+  Permit__V1__NodeCardBody b = PERMIT__V1__NODE_CARD_BODY__INIT;
+  Permit__V1__Role roles[] = {PERMIT__V1__ROLE__ROLE_ISSUER};
+  b.name = "forged.example";
+  b.endpoint = "127.0.0.1:1";
+  b.roles = roles;
+  b.n_roles = 1;
+  b.identity_key = (ProtobufCBinaryData){32, id};
+  b.sealing_key = (ProtobufCBinaryData){32, seal};
+  uint8_t body[512], sig[64] = {0}, card[1024];
+  size_t bl = permit__v1__node_card_body__pack(&b, body);
+  sig[32] = 5; /* S = 5, R = [5]B: [S]B - [h]A is R whatever h is */
+  CHECK(permit_ed25519_scalarmult(sig, sig + 32, NULL) == 0);
+  char kid[PERMIT_KEY_ID_LEN];
+  permit_key_id(id, 32, kid);
+  Permit__V1__NodeCard c = PERMIT__V1__NODE_CARD__INIT;
+  c.body = (ProtobufCBinaryData){bl, body};
+  c.signature = (ProtobufCBinaryData){64, sig};
+  c.key_id = kid;
+  size_t cl = permit__v1__node_card__pack(&c, card);
+  /* The forgery is good enough for OpenSSL ... */
+  CHECK(permit_verify(id, PERMIT_CARD_CONTEXT, body, bl, sig, 64) == 0);
+  /* ... but not for a card. */
+  permit_peer p;
+  permit_err err = {0};
+  CHECK(permit_card_verify(card, cl, &p, &err) == PERMIT_EINVAL &&
+        strstr(err.msg, "prime order") != NULL);
+
+  permit_sign_key *k;
+  CHECK(permit_sign_key_generate(&k) == 0);
+  const uint8_t *good = permit_sign_key_public(k);
+  uint8_t order4[32] = {0}, mixed[32];
+  CHECK(permit_ed25519_key_check(good) == 1);
+  CHECK(permit_ed25519_key_check(id) == 0);
+  CHECK(permit_ed25519_key_check(order4) == 0); /* y = 0: order 4 */
+  CHECK(permit_ed25519_point_add(mixed, good, order4) == 0 &&
+        permit_ed25519_key_check(mixed) == 0);
+  permit_sign_key_free(k);
+}
+
 int main(int argc, char **argv) {
   signal(SIGPIPE, SIG_IGN);
   (void)argc, (void)argv;
   world w;
+  test_weak_card_keys();
   world_start(&w);
   test_checkout(&w);
   test_concurrent_duplicates(&w);
