@@ -14,17 +14,6 @@
 #include "permit/util.h"
 #include "testlib.h"
 
-/* Decodes a hex literal; the literals below are fixed, so a bad one is a
- * bug in this file and ends the run. */
-static size_t unhex(const char *s, uint8_t *out, size_t cap) {
-  size_t n = 0;
-  if (permit_hex_decode(s, strlen(s), out, cap, &n) != 0) {
-    fprintf(stderr, "bad hex literal %s\n", s);
-    exit(2);
-  }
-  return n;
-}
-
 static int all_zero(const uint8_t *p, size_t len) {
   uint8_t acc = 0;
   for (size_t i = 0; i < len; i++) acc |= p[i];
@@ -68,10 +57,10 @@ static void test_ed25519_rfc8032(void) {
   for (size_t v = 0; v < sizeof ed_vectors / sizeof ed_vectors[0]; v++) {
     const ed_vector *t = &ed_vectors[v];
     uint8_t seed[32], pub[32], msg[64], sig[64], got[64];
-    unhex(t->seed, seed, sizeof seed);
-    unhex(t->pub, pub, sizeof pub);
-    size_t msglen = unhex(t->msg, msg, sizeof msg);
-    unhex(t->sig, sig, sizeof sig);
+    test_unhex(t->seed, seed, sizeof seed);
+    test_unhex(t->pub, pub, sizeof pub);
+    size_t msglen = test_unhex(t->msg, msg, sizeof msg);
+    test_unhex(t->sig, sig, sizeof sig);
 
     permit_sign_key *key = NULL;
     CHECKF(permit_sign_key_from_seed(seed, &key) == 0, "%s", t->name);
@@ -197,11 +186,11 @@ static void test_hkdf_rfc5869(void) {
   for (size_t v = 0; v < sizeof hkdf_vectors / sizeof hkdf_vectors[0]; v++) {
     const hkdf_vector *t = &hkdf_vectors[v];
     uint8_t ikm[80], salt[80], info[80], prk[32], okm[82], got[82], gotprk[32];
-    size_t ikmlen = unhex(t->ikm, ikm, sizeof ikm);
-    size_t saltlen = unhex(t->salt, salt, sizeof salt);
-    size_t infolen = unhex(t->info, info, sizeof info);
-    unhex(t->prk, prk, sizeof prk);
-    size_t okmlen = unhex(t->okm, okm, sizeof okm);
+    size_t ikmlen = test_unhex(t->ikm, ikm, sizeof ikm);
+    size_t saltlen = test_unhex(t->salt, salt, sizeof salt);
+    size_t infolen = test_unhex(t->info, info, sizeof info);
+    test_unhex(t->prk, prk, sizeof prk);
+    size_t okmlen = test_unhex(t->okm, okm, sizeof okm);
     CHECKF(permit_hkdf_extract(saltlen ? salt : NULL, saltlen, ikm, ikmlen,
                                gotprk) == 0,
            "case %zu", v + 1);
@@ -237,7 +226,7 @@ static void test_hkdf_rfc5869(void) {
 static void test_hmac_rfc4231(void) {
   static const char data[] = "what do ya want for nothing?";
   uint8_t want[32], got[32];
-  unhex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
+  test_unhex("5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843",
         want, sizeof want);
   CHECK(permit_hmac_sha256((const uint8_t *)"Jefe", 4, (const uint8_t *)data,
                            sizeof data - 1, got) == 0);

@@ -56,15 +56,6 @@ static void rng_bytes(uint8_t *p, size_t n) {
   for (size_t i = 0; i < n; i++) p[i] = (uint8_t)rng();
 }
 
-static size_t unhex(const char *s, uint8_t *out, size_t cap) {
-  size_t n = 0;
-  if (permit_hex_decode(s, strlen(s), out, cap, &n) != 0) {
-    fprintf(stderr, "bad hex literal %s\n", s);
-    exit(2);
-  }
-  return n;
-}
-
 /* OpenSSL's verdict, straight from EVP_DigestVerify on a fresh context. */
 static int ossl_verify(const permit_ed25519_item *it) {
   size_t clen = it->context != NULL ? strlen(it->context) : 0;
@@ -555,7 +546,7 @@ static void sign_with_torsion(uint8_t sig[64], const uint8_t a[32],
  * seed, checked against OpenSSL's. */
 static void known_key(uint8_t a[32], uint8_t pub[32]) {
   uint8_t seed[32], h[64], tmp[32];
-  unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
+  test_unhex("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60",
         seed, sizeof seed);
   permit_sign_key *key;
   CHECK(permit_sign_key_from_seed(seed, &key) == 0);

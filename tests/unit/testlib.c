@@ -50,6 +50,15 @@ uint8_t *test_hex(json_t *obj, const char *key, size_t *len) {
   return out;
 }
 
+size_t test_unhex(const char *s, uint8_t *out, size_t cap) {
+  size_t n = 0;
+  if (permit_hex_decode(s, strlen(s), out, cap, &n) != 0) {
+    fprintf(stderr, "bad hex literal %s\n", s);
+    exit(2);
+  }
+  return n;
+}
+
 uint8_t *test_b64(json_t *value, size_t *len) {
   const char *s = json_string_value(value);
   if (s == NULL) {

@@ -58,6 +58,12 @@ const char *test_vector_path(const char *relpath);
  */
 uint8_t *test_hex(json_t *obj, const char *key, size_t *len);
 
+/*
+ * Decodes the hex literal |s| into |out| (|cap| bytes) and returns its
+ * length; a bad literal is a bug in the test: it exits with a message.
+ */
+size_t test_unhex(const char *s, uint8_t *out, size_t cap);
+
 /* The same for a base64 string value (not a member). */
 uint8_t *test_b64(json_t *value, size_t *len);
 
