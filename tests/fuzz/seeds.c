@@ -665,6 +665,38 @@ static void merkle_trees(void) {
   seed("merkle", "tree-huge-consistency", big, sizeof big);
 }
 
+static void ed25519_batches(void) {
+  /* See fuzz_ed25519.c: count, then items.  Sixteen good signatures
+   * under one key (flip 0xffff: none), the two keys mixed with one bad
+   * bit, and a raw item (kind 2) among signed ones. */
+  uint8_t b[1 + 24 * 8];
+  size_t n = 0;
+  b[n++] = 15;
+  for (int i = 0; i < 16; i++) {
+    b[n++] = 0;
+    b[n++] = 4;
+    b[n++] = (uint8_t)i, b[n++] = 'r', b[n++] = 'e', b[n++] = 'c';
+    b[n++] = 0xff, b[n++] = 0xff;
+  }
+  seed("ed25519", "sixteen-good", b, n);
+  n = 0;
+  b[n++] = 3;
+  for (int i = 0; i < 4; i++) {
+    b[n++] = (uint8_t)(i & 1);
+    b[n++] = 2;
+    b[n++] = 'm', b[n++] = (uint8_t)i;
+    b[n++] = i == 2 ? 0x01 : 0xff, b[n++] = i == 2 ? 0x00 : 0xff;
+  }
+  seed("ed25519", "two-keys-one-flip", b, n);
+  /* Two items: a signed one, then a raw one (kind 2): the identity as
+   * key (y = 1), R and S zero, message "x". */
+  uint8_t raw[1 + 5 + 1 + 32 + 64 + 1 + 1] = {1, 0, 1, 'x', 0xff, 0xff, 2};
+  raw[7] = 1;
+  raw[7 + 32 + 64] = 1;
+  raw[7 + 32 + 64 + 1] = 'x';
+  seed("ed25519", "signed-and-raw", raw, sizeof raw);
+}
+
 int main(int argc, char **argv) {
   if (argc != 3) {
     fprintf(stderr, "usage: fuzz-seeds OUT_DIR VECTORS_DIR\n");
@@ -684,6 +716,7 @@ int main(int argc, char **argv) {
   grpc_wire();
   merkle_vectors(argv[2]);
   merkle_trees();
+  ed25519_batches();
   printf("fuzz-seeds: %d seeds in %s\n", written, out_dir);
   return 0;
 }
