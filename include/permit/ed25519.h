@@ -94,7 +94,8 @@ int permit_ed25519_batch_verify(const permit_ed25519_item *items, size_t n);
 /*
  * Returns 1 when |pub| is a public key worth trusting: the canonical
  * encoding of a point of prime order L (neither of small order nor with
- * a small-order component), 0 otherwise.  OpenSSL verifies signatures
+ * a small-order component), 0 otherwise, PERMIT_ECRYPTO when the
+ * one-time set-up failed.  OpenSSL verifies signatures
  * under any point: under the identity, for one, anyone can make a
  * signature it accepts.  Cards announcing such keys are refused.
  */

@@ -130,9 +130,12 @@ int permit_record_verify(const uint8_t *in, size_t len,
  * Returns 0, or PERMIT_EINVAL when |n| is over
  * PERMIT_RECORD_VERIFY_MANY_MAX (nothing is set then).
  *
- * A batch accepts a signature the one-by-one check refuses only when the
- * key's owner built it with a small-order component in R (the cofactored
- * equation of RFC 8032 5.1.7; permit/ed25519.h explains).
+ * Signatures are held to the cofactored equation of RFC 8032 5.1.7, by
+ * the batch and, when it fails, one at a time (permit/ed25519.h), so
+ * whether an entry passes does not depend on the others in the call.
+ * That accepts one kind of signature permit_record_verify() (OpenSSL)
+ * refuses: one whose R has a small-order component, which only the key's
+ * owner can make.  Everything else gets the same answer.
  */
 int permit_record_verify_many(const permit_iov *in, size_t n,
                               const permit_trusted_key *keys, size_t nkeys,

@@ -12,6 +12,7 @@
 
 typedef struct permit_algs {
   EVP_MD *sha256;
+  EVP_MD *sha512; /* Ed25519 batch verification's hashes */
   EVP_MAC *hmac;
   EVP_KDF *hkdf;
   EVP_CIPHER *aes_128_gcm;

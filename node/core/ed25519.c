@@ -41,11 +41,12 @@
 
 #include <openssl/bn.h>
 #include <openssl/evp.h>
-#include <openssl/rand.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto_internal.h"
+#include "permit/crypto.h"
 #include "permit/error.h"
 
 #ifndef __SIZEOF_INT128__
@@ -313,7 +314,6 @@ static struct {
   ge base;
   ge_affine btab[BTBL];
   BIGNUM *order;
-  EVP_MD *sha512;
   int ok;
 } K;
 static pthread_once_t K_once = PTHREAD_ONCE_INIT;
@@ -658,8 +658,7 @@ static void K_init(void) {
     ge_finish(&cur, &t, 1);
   }
   K.order = BN_lebin2bn(order_le, sizeof order_le, NULL);
-  K.sha512 = EVP_MD_fetch(NULL, "SHA512", NULL);
-  K.ok = K.order != NULL && K.sha512 != NULL;
+  K.ok = K.order != NULL;
 }
 
 static int K_ready(void) {
@@ -865,13 +864,15 @@ static int batch_keys(batch *b, const permit_ed25519_item *items, size_t n,
  * PERMIT_E* code. */
 static int batch_scalars(batch *b, const permit_ed25519_item *items, size_t n,
                          uint64_t sacc[ACC_WORDS]) {
+  const permit_algs *algs = permit_algs_get();
+  if (algs == NULL) return PERMIT_ECRYPTO;
   b->md = EVP_MD_CTX_new();
   if (b->md == NULL) return PERMIT_ENOMEM;
   for (size_t i = 0; i < n; i++) {
     const permit_ed25519_item *it = &items[i];
     uint8_t h[64];
     uint64_t z[2], hw[8], sw[4];
-    if (EVP_DigestInit_ex2(b->md, K.sha512, NULL) != 1 ||
+    if (EVP_DigestInit_ex2(b->md, algs->sha512, NULL) != 1 ||
         EVP_DigestUpdate(b->md, it->sig, 32) != 1 ||
         EVP_DigestUpdate(b->md, it->pub, 32) != 1 ||
         (it->context != NULL &&
@@ -994,7 +995,7 @@ static int batch_run(batch *b, const permit_ed25519_item *items, size_t n) {
   size_t zlen = 16 * n + 8;
   b->z = malloc(zlen);
   if (b->z == NULL) return PERMIT_ENOMEM;
-  if (RAND_bytes(b->z, (int)zlen) != 1) return PERMIT_ECRYPTO;
+  if (permit_random(b->z, zlen) != 0) return PERMIT_ECRYPTO;
   int rc = batch_keys(b, items, n, load64(b->z + 16 * n));
   if (rc != 1) return rc;
   uint64_t sacc[ACC_WORDS] = {0};
@@ -1037,7 +1038,8 @@ int permit_ed25519_point_check(const uint8_t p[32]) {
 
 int permit_ed25519_key_check(const uint8_t pub[32]) {
   ge a, a8;
-  if (!K_ready() || !ge_decode(&a, pub)) return 0;
+  if (!K_ready()) return PERMIT_ECRYPTO;
+  if (!ge_decode(&a, pub)) return 0;
   ge_times8(&a8, &a);
   return !ge_is_identity(&a8) && ge_torsion_free(&a);
 }

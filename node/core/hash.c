@@ -34,11 +34,12 @@ static pthread_once_t algs_once = PTHREAD_ONCE_INIT;
 
 static void algs_fetch(void) {
   algs.sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+  algs.sha512 = EVP_MD_fetch(NULL, "SHA512", NULL);
   algs.hmac = EVP_MAC_fetch(NULL, "HMAC", NULL);
   algs.hkdf = EVP_KDF_fetch(NULL, "HKDF", NULL);
   algs.aes_128_gcm = EVP_CIPHER_fetch(NULL, "AES-128-GCM", NULL);
   algs.chacha20_poly1305 = EVP_CIPHER_fetch(NULL, "ChaCha20-Poly1305", NULL);
-  algs_ok = algs.sha256 && algs.hmac && algs.hkdf && algs.aes_128_gcm &&
+  algs_ok = algs.sha256 && algs.sha512 && algs.hmac && algs.hkdf && algs.aes_128_gcm &&
             algs.chacha20_poly1305;
 }
 
@@ -163,6 +164,7 @@ void permit_crypto_cleanup(void) {
     state_free(thread_st);
   }
   EVP_MD_free(algs.sha256);
+  EVP_MD_free(algs.sha512);
   EVP_MAC_free(algs.hmac);
   EVP_KDF_free(algs.hkdf);
   EVP_CIPHER_free(algs.aes_128_gcm);

@@ -363,9 +363,13 @@ static int proof_gather(permit_admin *a, const char *list_id, proof_parts *pp,
     goto out;
   }
   /* The row and the log are written together; check anyway, so that a
-   * damaged store never yields a proof of some other record. */
-  if (permit_record_verify(pp->leaf, pp->leaf_len, &pp->peer.identity, 1,
-                           &rec, &err) != 0 ||
+   * damaged store never yields a proof of some other record.  Checked as
+   * sync checked it when it was stored (permit_record_verify_many). */
+  permit_iov entry = {pp->leaf, pp->leaf_len};
+  int vrc;
+  if (permit_record_verify_many(&entry, 1, &pp->peer.identity, 1, &rec, &vrc,
+                                &err) != 0 ||
+      vrc != 0 ||
       rec->opt_in == NULL || rec->record_id.len != pp->row->record_id.len ||
       memcmp(rec->record_id.data, pp->row->record_id.data,
              rec->record_id.len) != 0 ||

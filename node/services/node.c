@@ -131,10 +131,13 @@ int permit_card_verify(const uint8_t *card, size_t len, permit_peer *peer,
     rc = permit_err_set(err, PERMIT_EINVAL, "card body is not a NodeCardBody");
   } else if (b->identity_key.len != 32 || b->sealing_key.len != 32) {
     rc = permit_err_set(err, PERMIT_EINVAL, "card keys must be 32 bytes");
-  } else if (!permit_ed25519_key_check(b->identity_key.data)) {
-    rc = permit_err_set(err, PERMIT_EINVAL,
-                        "card identity key is not an Ed25519 key of prime "
-                        "order (a weak key anyone could sign for)");
+  } else if ((rc = permit_ed25519_key_check(b->identity_key.data)) != 1) {
+    rc = rc < 0 ? permit_err_set(err, rc, "cannot check the card's identity "
+                                 "key: no SHA-512 or BIGNUM from OpenSSL")
+                : permit_err_set(err, PERMIT_EINVAL,
+                                 "card identity key is not an Ed25519 key of "
+                                 "prime order (a weak key anyone could sign "
+                                 "for)");
   } else if (permit_name_validate(b->name, &sub) != 0) {
     rc = permit_err_set(err, PERMIT_EINVAL, "card name: %s", sub.msg);
   } else if (strlen(b->endpoint) == 0 ||
@@ -252,10 +255,15 @@ static int load_peer(void *arg, const uint8_t *k, size_t kl, const uint8_t *v,
                      size_t vl) {
   load_ctx *lc = arg;
   permit_peer p;
-  (void)k, (void)kl;
-  int rc = permit_card_verify(v, vl, &p, lc->err);
-  if (rc == 0) rc = install_peer(lc->n, &p, lc->err);
-  return rc;
+  permit_err why = {0};
+  int rc = permit_card_verify(v, vl, &p, &why);
+  if (rc != 0)
+    /* Name the peer: a card pinned by an older version may fail a check
+     * added since (a weak identity key), and the operator must find it. */
+    return permit_err_set(lc->err, rc, "stored card of peer \"%.*s\": %s",
+                          (int)(kl > 5 && kl - 5 < 256 ? kl - 5 : 0),
+                          (const char *)k + 5, why.msg);
+  return install_peer(lc->n, &p, lc->err);
 }
 
 int permit_node_open(const permit_node_config *cfg, permit_node **out,

@@ -398,7 +398,7 @@ static void on_keepalive(evutil_socket_t fd, short what, void *arg) {
   }
   if (c->ping_out) {
     permit_logf(PERMIT_LEVEL_INFO, "conn.keepalive_timeout",
-                "%s %s sent nothing for %d ms, not even the answer to a "
+                "%s %s sent nothing for over %d ms, not even the answer to a "
                 "PING, with %d stream(s) open: closing", c->l->name, c->addr,
                 lim->keepalive_ms + lim->keepalive_timeout_ms, c->nstreams);
     conn_end(c, NGHTTP2_NO_ERROR);

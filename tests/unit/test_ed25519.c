@@ -31,6 +31,7 @@
 
 #include "permit/crypto.h"
 #include "permit/ed25519.h"
+#include "permit/record.h"
 #include "permit/util.h"
 #include "testlib.h"
 
@@ -897,6 +898,58 @@ static void test_threads(void) {
   free(jobs);
 }
 
+/*
+ * permit_record_verify_many() holds every signature to the cofactored
+ * equation whether its batch passes or falls back to one-by-one checks:
+ * a record signed with a small-order R passes the signature check alone,
+ * next to a good record and next to a bad one (when the batch fails),
+ * while permit_record_verify() (OpenSSL) refuses it.  The body here is
+ * not a Record, so "passes the signature" shows as PERMIT_EINVAL (the
+ * body's error) rather than PERMIT_EVERIFY.
+ */
+static void test_record_batches(void) {
+  uint8_t a[32], pub[32], t8[32];
+  known_key(a, pub);
+  order8_point(t8);
+  permit_trusted_key tk;
+  permit_trusted_key_set(&tk, pub);
+  static const uint8_t body[] = {0x0a, 0x05, 'h', 'e', 'l', 'l', 'o'};
+  uint8_t sig[3][64], env[3][256];
+  size_t len[3];
+  sign_with_torsion(sig[0], a, pub, t8, PERMIT_RECORD_CONTEXT, body,
+                    sizeof body);                        /* small-order R */
+  sign_with_torsion(sig[1], a, pub, NULL, PERMIT_RECORD_CONTEXT, body,
+                    sizeof body);                        /* good */
+  memcpy(sig[2], sig[1], 64);
+  sig[2][40] ^= 1;                                       /* bad */
+  for (int i = 0; i < 3; i++) {
+    Permit__V1__SignedRecord sr = PERMIT__V1__SIGNED_RECORD__INIT;
+    sr.body = (ProtobufCBinaryData){sizeof body, (uint8_t *)body};
+    sr.signature = (ProtobufCBinaryData){64, sig[i]};
+    sr.key_id = tk.key_id;
+    len[i] = permit__v1__signed_record__pack(&sr, env[i]);
+  }
+  Permit__V1__Record *out[2] = {NULL, NULL};
+  permit_err errs[2];
+  int rcs[2];
+  permit_err err;
+  CHECK(permit_record_verify(env[0], len[0], &tk, 1, &out[0], &err) ==
+        PERMIT_EVERIFY);
+  static const int neighbour[] = {-1, 1, 2}; /* none, good, bad */
+  for (size_t c = 0; c < 3; c++) {
+    int other = neighbour[c];
+    permit_iov in[2] = {{env[0], len[0]}, {NULL, 0}};
+    size_t n = 1;
+    if (other > 0) in[n++] = (permit_iov){env[other], len[other]};
+    CHECK(permit_record_verify_many(in, n, &tk, 1, out, rcs, errs) == 0);
+    CHECKF(rcs[0] == PERMIT_EINVAL, "small-order R with neighbour %d: %d "
+           "(%s)", other, rcs[0], errs[0].msg);
+    if (n == 2)
+      CHECKF(rcs[1] == (other == 1 ? PERMIT_EINVAL : PERMIT_EVERIFY),
+             "neighbour %d: %d", other, rcs[1]);
+  }
+}
+
 int main(void) {
   const char *env = getenv("PERMIT_TEST_SEED");
   uint64_t seed = env != NULL ? strtoull(env, NULL, 0)
@@ -912,6 +965,7 @@ int main(void) {
   test_wycheproof_file();
   test_differential();
   test_small_order_r();
+  test_record_batches();
   test_noncanonical_r();
   test_mixed_order_key();
   test_odd_keys();
