@@ -41,6 +41,23 @@ static void make_optin(Permit__V1__Record *r, Permit__V1__OptIn *o,
   o->sealed_contact = sc;
 }
 
+/* Two signing keys, the first one trusted, and a valid opt-in record. */
+typedef struct fixture {
+  permit_sign_key *k, *other;
+  permit_trusted_key tk;
+  Permit__V1__Record r;
+  Permit__V1__OptIn o;
+  Permit__V1__SealedContact sc;
+  Permit__V1__Evidence ev;
+} fixture;
+
+static void fixture_init(fixture *f) {
+  CHECK(permit_sign_key_generate(&f->k) == 0);
+  CHECK(permit_sign_key_generate(&f->other) == 0);
+  permit_trusted_key_set(&f->tk, permit_sign_key_public(f->k));
+  make_optin(&f->r, &f->o, &f->sc, &f->ev);
+}
+
 /* Signs |r| and checks that validation fails with a message naming
  * |field|. */
 static void expect_invalid(const Permit__V1__Record *r, const char *field,
@@ -56,17 +73,11 @@ static void expect_invalid(const Permit__V1__Record *r, const char *field,
 }
 
 static void test_roundtrip_and_tamper(void) {
-  permit_sign_key *k, *other;
-  CHECK(permit_sign_key_generate(&k) == 0);
-  CHECK(permit_sign_key_generate(&other) == 0);
-  permit_trusted_key tk;
-  permit_trusted_key_set(&tk, permit_sign_key_public(k));
-
-  Permit__V1__Record r;
-  Permit__V1__OptIn o;
-  Permit__V1__SealedContact sc;
-  Permit__V1__Evidence ev;
-  make_optin(&r, &o, &sc, &ev);
+  fixture f;
+  fixture_init(&f);
+  permit_sign_key *k = f.k, *other = f.other;
+  permit_trusted_key tk = f.tk;
+  Permit__V1__Record r = f.r;
   permit_err err = {0};
   uint8_t *env = NULL;
   size_t n = 0;
@@ -508,16 +519,11 @@ static int many_matches_one(const permit_iov *in, size_t n,
 }
 
 static void test_verify_many(void) {
-  permit_sign_key *k, *other;
-  CHECK(permit_sign_key_generate(&k) == 0);
-  CHECK(permit_sign_key_generate(&other) == 0);
-  permit_trusted_key tk;
-  permit_trusted_key_set(&tk, permit_sign_key_public(k));
-  Permit__V1__Record r;
-  Permit__V1__OptIn o;
-  Permit__V1__SealedContact sc;
-  Permit__V1__Evidence ev;
-  make_optin(&r, &o, &sc, &ev);
+  fixture f;
+  fixture_init(&f);
+  permit_sign_key *k = f.k, *other = f.other;
+  permit_trusted_key tk = f.tk;
+  Permit__V1__Record r = f.r;
   permit_err err = {0};
   enum { N = 16 };
   uint8_t *env[N], ids[N][16];
