@@ -349,46 +349,44 @@ static void ge_double(ge_done *r, const ge *p) {
   fe_add(&r->F, &c, &r->G);
 }
 
-/* The a = -1 addition once A = (Y1 - X1)(Y2 - X2), B = (Y1 + X1)(Y2 + X2),
- * C = 2d T1 T2 and D = 2 Z1 Z2 are known; with |neg| set the second point
- * was negated (so A and B were taken crosswise and C has its sign
- * flipped). */
-static inline void ge_add_end(ge_done *r, const fe *a, const fe *b, const fe *c,
-                              const fe *d, int neg) {
-  fe_sub(&r->E, b, a);
-  fe_add(&r->H, b, a);
+/* The a = -1 addition of P and a point given as Y + X, Y - X, 2d T and
+ * D = 2 Z1 Z2: A = (Y1 - X1)(Y2 - X2), B = (Y1 + X1)(Y2 + X2),
+ * C = 2d T1 T2.  With |neg| set the second point is negated (A and B are
+ * taken crosswise and C changes sign). */
+static inline void ge_add_with(ge_done *r, const ge *p, const fe *ypx,
+                               const fe *ymx, const fe *t2d, const fe *d,
+                               int neg) {
+  fe a, b, c;
+  fe_sub(&a, &p->Y, &p->X);
+  fe_add(&b, &p->Y, &p->X);
+  fe_mul(&a, &a, neg ? ypx : ymx);
+  fe_mul(&b, &b, neg ? ymx : ypx);
+  fe_mul(&c, &p->T, t2d);
+  fe_sub(&r->E, &b, &a);
+  fe_add(&r->H, &b, &a);
   if (neg) {
-    fe_add(&r->F, d, c);
-    fe_sub(&r->G, d, c);
+    fe_add(&r->F, d, &c);
+    fe_sub(&r->G, d, &c);
   } else {
-    fe_sub(&r->F, d, c);
-    fe_add(&r->G, d, c);
+    fe_sub(&r->F, d, &c);
+    fe_add(&r->G, d, &c);
   }
 }
 
 /* P + Q, or P - Q with |neg|. */
 static void ge_add_cached(ge_done *r, const ge *p, const ge_cached *q,
                           int neg) {
-  fe a, b, c, d;
-  fe_sub(&a, &p->Y, &p->X);
-  fe_add(&b, &p->Y, &p->X);
-  fe_mul(&a, &a, neg ? &q->ypx : &q->ymx);
-  fe_mul(&b, &b, neg ? &q->ymx : &q->ypx);
-  fe_mul(&c, &p->T, &q->t2d);
+  fe d;
   fe_mul(&d, &p->Z, &q->z2);
-  ge_add_end(r, &a, &b, &c, &d, neg);
+  ge_add_with(r, p, &q->ypx, &q->ymx, &q->t2d, &d, neg);
 }
 
+/* The same with Q affine (Z2 = 1). */
 static void ge_add_affine(ge_done *r, const ge *p, const ge_affine *q,
                           int neg) {
-  fe a, b, c, d;
-  fe_sub(&a, &p->Y, &p->X);
-  fe_add(&b, &p->Y, &p->X);
-  fe_mul(&a, &a, neg ? &q->ypx : &q->ymx);
-  fe_mul(&b, &b, neg ? &q->ymx : &q->ypx);
-  fe_mul(&c, &p->T, &q->t2d);
+  fe d;
   fe_add(&d, &p->Z, &p->Z);
-  ge_add_end(r, &a, &b, &c, &d, neg);
+  ge_add_with(r, p, &q->ypx, &q->ymx, &q->t2d, &d, neg);
 }
 
 static void ge_to_cached(ge_cached *c, const ge *p) {

@@ -205,14 +205,17 @@ static void issue_optin(optin *o) {
 
 /* ---- a stand-in for the issuer's Peer/Pull ---- */
 
+/* An entry the stand-in sends as if it were number |seq|. */
+typedef struct fake_entry {
+  uint8_t *data; /* NULL: none */
+  size_t len;
+  uint64_t seq;
+} fake_entry;
+
 typedef struct fake {
   pthread_mutex_t mu;
-  uint8_t *forged; /* sent once per call after the real entries */
-  size_t forged_len;
-  uint64_t forged_seq;
-  uint8_t *swap; /* sent in place of the real entry swap_seq */
-  size_t swap_len;
-  uint64_t swap_seq;
+  fake_entry forged; /* sent once per call after the real entries */
+  fake_entry swap;   /* sent in place of the real entry swap.seq */
   uint8_t *extra_cp; /* sent once per call after the real entries */
   size_t extra_cp_len;
   int extra_sends, extra_gen;
@@ -275,11 +278,11 @@ static void pull_produce(permit_call *c) {
       return;
     }
     pthread_mutex_lock(&F.mu);
-    if (F.swap != NULL && F.swap_seq == pc->next) {
+    if (F.swap.data != NULL && F.swap.seq == pc->next) {
       free(e);
-      len = F.swap_len;
+      len = F.swap.len;
       e = malloc(len);
-      memcpy(e, F.swap, len);
+      memcpy(e, F.swap.data, len);
     }
     pthread_mutex_unlock(&F.mu);
     send_entry(c, pc->next++, e, len);
@@ -298,8 +301,8 @@ static void pull_produce(permit_call *c) {
       pc->since_cp = 0;
     }
     pthread_mutex_lock(&F.mu);
-    if (F.forged != NULL && !pc->forged_sent) {
-      send_entry(c, F.forged_seq, F.forged, F.forged_len);
+    if (F.forged.data != NULL && !pc->forged_sent) {
+      send_entry(c, F.forged.seq, F.forged.data, F.forged.len);
       pc->forged_sent = 1;
     }
     if (F.extra_cp != NULL && pc->extra_gen != F.extra_gen) {
@@ -367,23 +370,23 @@ static void catalog_message(permit_call *c, const uint8_t *m, size_t n) {
   permit_call_finish(c, PERMIT_GRPC_OK, NULL);
 }
 
-static void fake_set(uint8_t *forged, size_t len, uint64_t seq) {
+/* Puts |data| (owned; NULL: none) in |slot| as entry |seq|. */
+static void fake_put(fake_entry *slot, uint8_t *data, size_t len,
+                     uint64_t seq) {
   pthread_mutex_lock(&F.mu);
-  free(F.forged);
-  F.forged = forged;
-  F.forged_len = len;
-  F.forged_seq = seq;
+  free(slot->data);
+  *slot = (fake_entry){data, len, seq};
   pthread_mutex_unlock(&F.mu);
+}
+
+/* A forged entry |seq| sent after the real ones; NULL: none. */
+static void fake_set(uint8_t *forged, size_t len, uint64_t seq) {
+  fake_put(&F.forged, forged, len, seq);
 }
 
 /* The entry |seq| goes out as |rec| (owned) instead; NULL: as it is. */
 static void fake_swap(uint8_t *rec, size_t len, uint64_t seq) {
-  pthread_mutex_lock(&F.mu);
-  free(F.swap);
-  F.swap = rec;
-  F.swap_len = len;
-  F.swap_seq = seq;
-  pthread_mutex_unlock(&F.mu);
+  fake_put(&F.swap, rec, len, seq);
 }
 
 /* ---- looking at the venue ---- */

@@ -521,9 +521,6 @@ static int many_matches_one(const permit_iov *in, size_t n,
 static void test_verify_many(void) {
   fixture f;
   fixture_init(&f);
-  permit_sign_key *k = f.k, *other = f.other;
-  permit_trusted_key tk = f.tk;
-  Permit__V1__Record r = f.r;
   permit_err err = {0};
   enum { N = 16 };
   uint8_t *env[N], ids[N][16];
@@ -531,16 +528,16 @@ static void test_verify_many(void) {
   permit_iov in[N];
   for (int i = 0; i < N; i++) {
     memset(ids[i], 0x40 + i, sizeof ids[i]);
-    r.record_id = (ProtobufCBinaryData){sizeof ids[i], ids[i]};
-    CHECK(permit_record_sign(&r, k, &env[i], &len[i], &err) == 0);
+    f.r.record_id = (ProtobufCBinaryData){sizeof ids[i], ids[i]};
+    CHECK(permit_record_sign(&f.r, f.k, &env[i], &len[i], &err) == 0);
     in[i] = (permit_iov){env[i], len[i]};
   }
-  r.record_id = (ProtobufCBinaryData){sizeof rid, rid};
+  f.r.record_id = (ProtobufCBinaryData){sizeof rid, rid};
 
   /* All good, and the edges of the size. */
-  CHECK(many_matches_one(in, N, &tk));
-  CHECK(many_matches_one(in, 1, &tk));
-  CHECK(many_matches_one(in, 0, &tk));
+  CHECK(many_matches_one(in, N, &f.tk));
+  CHECK(many_matches_one(in, 1, &f.tk));
+  CHECK(many_matches_one(in, 0, &f.tk));
   Permit__V1__Record *out[PERMIT_RECORD_VERIFY_MANY_MAX + 1];
   int rcs[PERMIT_RECORD_VERIFY_MANY_MAX + 1];
   permit_err errs[PERMIT_RECORD_VERIFY_MANY_MAX + 1];
@@ -548,31 +545,31 @@ static void test_verify_many(void) {
   for (size_t i = 0; i < PERMIT_RECORD_VERIFY_MANY_MAX + 1; i++)
     lots[i] = in[i % N];
   CHECK(permit_record_verify_many(lots, PERMIT_RECORD_VERIFY_MANY_MAX + 1,
-                                  &tk, 1, out, rcs, errs) == PERMIT_EINVAL);
-  CHECK(many_matches_one(lots, PERMIT_RECORD_VERIFY_MANY_MAX, &tk));
+                                  &f.tk, 1, out, rcs, errs) == PERMIT_EINVAL);
+  CHECK(many_matches_one(lots, PERMIT_RECORD_VERIFY_MANY_MAX, &f.tk));
 
   /* Every kind of bad entry among good ones: each keeps its own error and
    * the good ones pass. */
   uint8_t *untrusted, *cpenv, *jenv, *forged = malloc(4096), *extra;
   size_t un, cpn, jn, fn = 0;
-  CHECK(permit_record_sign(&r, other, &untrusted, &un, &err) == 0);
+  CHECK(permit_record_sign(&f.r, f.other, &untrusted, &un, &err) == 0);
   Permit__V1__SignedRecord *sr =
       permit__v1__signed_record__unpack(NULL, un, untrusted);
   CHECK(sr != NULL);
   if (sr != NULL) {
     char *saved = sr->key_id;
-    sr->key_id = tk.key_id; /* another key's signature, our key's id */
+    sr->key_id = f.tk.key_id; /* another key's signature, our key's id */
     fn = permit__v1__signed_record__pack(sr, forged);
     sr->key_id = saved;
     permit__v1__signed_record__free_unpacked(sr, NULL);
   }
   uint8_t body[1024];
-  size_t bl = permit__v1__record__get_packed_size(&r);
-  permit__v1__record__pack(&r, body);
-  CHECK(permit_envelope_sign("permit/v1/checkpoint\n", body, bl, k, &cpenv,
+  size_t bl = permit__v1__record__get_packed_size(&f.r);
+  permit__v1__record__pack(&f.r, body);
+  CHECK(permit_envelope_sign("permit/v1/checkpoint\n", body, bl, f.k, &cpenv,
                              &cpn, &err) == 0);
   uint8_t junk[] = {0x0a, 0x05, 'h', 'e', 'l', 'l', 'o'};
-  CHECK(permit_envelope_sign(PERMIT_RECORD_CONTEXT, junk, sizeof junk, k,
+  CHECK(permit_envelope_sign(PERMIT_RECORD_CONTEXT, junk, sizeof junk, f.k,
                              &jenv, &jn, &err) == 0);
   extra = malloc(len[0] + 2);
   memcpy(extra, env[0], len[0]);
@@ -586,8 +583,8 @@ static void test_verify_many(void) {
                         in[4],        {extra, len[0] + 2},
                         {flipped, len[1]}, {env[5], len[5] - 1},
                         {env[6], 0},  in[7]};
-  CHECK(many_matches_one(mixed, sizeof mixed / sizeof mixed[0], &tk));
-  CHECK(permit_record_verify_many(mixed, sizeof mixed / sizeof mixed[0], &tk,
+  CHECK(many_matches_one(mixed, sizeof mixed / sizeof mixed[0], &f.tk));
+  CHECK(permit_record_verify_many(mixed, sizeof mixed / sizeof mixed[0], &f.tk,
                                   1, out, rcs, errs) == 0);
   CHECK(rcs[0] == 0 && rcs[2] == 0 && rcs[6] == 0 && rcs[11] == 0);
   CHECK(rcs[1] == PERMIT_ENOTFOUND && rcs[3] == PERMIT_EVERIFY &&
@@ -616,7 +613,7 @@ static void test_verify_many(void) {
       size_t bit = (seed >> 8) % (len[i] * 8);
       copy[i][bit / 8] ^= (uint8_t)(1u << (bit % 8));
     }
-    if (!many_matches_one(b, N, &tk)) mismatches++;
+    if (!many_matches_one(b, N, &f.tk)) mismatches++;
     for (int i = 0; i < N; i++) free(copy[i]);
   }
   CHECKF(mismatches == 0, "%d of 150 flipped batches differ", mismatches);
@@ -628,8 +625,8 @@ static void test_verify_many(void) {
   free(jenv);
   free(extra);
   free(flipped);
-  permit_sign_key_free(k);
-  permit_sign_key_free(other);
+  permit_sign_key_free(f.k);
+  permit_sign_key_free(f.other);
 }
 
 int main(void) {
