@@ -122,6 +122,58 @@ static int grpc_code(int rc) {
 
 /* ---- DefineList ---- */
 
+/* A DefineList request on its way through the sync thread, which does
+ * the synced write so that the worker's other calls do not wait on it. */
+typedef struct define_op {
+  permit_node *n;
+  permit_job *job; /* NULL: run on the worker (no sync thread) */
+  Permit__V1__DefineListRequest *req;
+  int cancelled, rc, changed;
+  permit_err err;
+  Permit__V1__CatalogList l;
+} define_op;
+
+static void define_free(void *p) {
+  define_op *op = p;
+  permit_catalog_list_clear(&op->l);
+  permit__v1__define_list_request__free_unpacked(op->req, NULL);
+  free(op);
+}
+
+static void define_work(void *arg, int cancelled) {
+  define_op *op = arg;
+  op->cancelled = cancelled;
+  if (!cancelled)
+    op->rc = permit_node_define_list(op->n, op->req->list_id, op->req->title,
+                                     op->req->notice_text, &op->changed,
+                                     &op->l, &op->err);
+  if (op->job != NULL) permit_job_done(op->job);
+}
+
+static void define_answer(permit_call *c, void *data) {
+  define_op *op = data;
+  if (op->cancelled) {
+    permit_call_finish(c, PERMIT_GRPC_UNAVAILABLE,
+                       "the node is stopping; retry");
+    return;
+  }
+  if (op->rc != 0) {
+    permit_call_finish(c, grpc_code(op->rc), "%s", op->err.msg);
+    return;
+  }
+  Permit__V1__DefineListResponse resp = PERMIT__V1__DEFINE_LIST_RESPONSE__INIT;
+  resp.notice_version = op->l.notice_version;
+  resp.notice_sha256 = op->l.notice_sha256;
+  resp.changed = op->changed != 0;
+  if (send_msg(c, &resp.base) != 0)
+    permit_call_finish(c, PERMIT_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+  else
+    permit_call_finish(c, PERMIT_GRPC_OK, NULL);
+  permit_logf(PERMIT_LEVEL_INFO, "venue.list_defined",
+              "list %s: notice version %u%s", op->req->list_id,
+              op->l.notice_version, op->changed ? " (new)" : "");
+}
+
 static void define_list(permit_call *c, const uint8_t *msg, size_t len) {
   permit_venue *v = permit_call_method_arg(c);
   Permit__V1__DefineListRequest *req =
@@ -140,30 +192,41 @@ static void define_list(permit_call *c, const uint8_t *msg, size_t len) {
                        "characters");
     return;
   }
-  Permit__V1__CatalogList l = PERMIT__V1__CATALOG_LIST__INIT;
-  permit_err err = {0};
-  int changed = 0;
-  /* A synced write on this worker: lists are defined rarely, by staff. */
-  int rc = permit_node_define_list(v->n, req->list_id, req->title,
-                                   req->notice_text, &changed, &l, &err);
-  if (rc != 0) {
-    permit_call_finish(c, grpc_code(rc), "%s", err.msg);
-  } else {
-    Permit__V1__DefineListResponse resp =
-        PERMIT__V1__DEFINE_LIST_RESPONSE__INIT;
-    resp.notice_version = l.notice_version;
-    resp.notice_sha256 = l.notice_sha256;
-    resp.changed = changed != 0;
-    if (send_msg(c, &resp.base) != 0)
-      permit_call_finish(c, PERMIT_GRPC_RESOURCE_EXHAUSTED, "out of memory");
-    else
-      permit_call_finish(c, PERMIT_GRPC_OK, NULL);
-    permit_logf(PERMIT_LEVEL_INFO, "venue.list_defined",
-                "list %s: notice version %u%s", req->list_id,
-                l.notice_version, changed ? " (new)" : "");
+  define_op *op = calloc(1, sizeof *op);
+  if (op == NULL) {
+    permit__v1__define_list_request__free_unpacked(req, NULL);
+    permit_call_finish(c, PERMIT_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
   }
-  permit_catalog_list_clear(&l);
-  permit__v1__define_list_request__free_unpacked(req, NULL);
+  op->n = v->n;
+  op->req = req;
+  permit__v1__catalog_list__init(&op->l);
+  if (v->sync == NULL) {
+    /* No sync thread on this node: the write is done here. */
+    define_work(op, 0);
+    define_answer(c, op);
+    define_free(op);
+    return;
+  }
+  op->job = permit_job_new(c, define_answer, define_free, op);
+  if (op->job == NULL) {
+    define_free(op);
+    permit_call_finish(c, PERMIT_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  if (permit_sync_submit(v->sync, define_work, op) != 0) {
+    permit_job *j = op->job;
+    permit_call_set_data(c, NULL);
+    permit_call_finish(c, PERMIT_GRPC_UNAVAILABLE,
+                       "the node is stopping; retry");
+    permit_job_abandon(j);
+    permit_job_closed(j);
+  }
+}
+
+static void define_close(permit_call *c, int cancelled) {
+  (void)cancelled;
+  permit_job_closed(permit_call_data(c));
 }
 
 /* ---- ListContacts ---- */
@@ -734,6 +797,7 @@ void permit_venue_methods(permit_venue *v,
   out[0] = (permit_method){.path = "/permit.v1.Venue/DefineList",
                            .kind = PERMIT_RPC_UNARY,
                            .on_message = define_list,
+                           .on_close = define_close,
                            .arg = v};
   out[1] = (permit_method){.path = "/permit.v1.Venue/ListContacts",
                            .kind = PERMIT_RPC_SERVER_STREAM,
