@@ -158,8 +158,9 @@ void permit_node_changed(permit_node *n);
 
 /*
  * Defines or updates list |list_id|: a changed notice text makes a new
- * version.  Fills |out| (caller frees its strings with
- * permit_catalog_list_clear) with the current state.
+ * version.  On success fills |out| (caller frees its strings with
+ * permit_catalog_list_clear) with the current state; on failure leaves it
+ * as it was.
  */
 int permit_node_define_list(permit_node *n, const char *list_id,
                             const char *title, const char *notice_text,
@@ -187,7 +188,8 @@ int permit_node_catalog_store(permit_node *n, const char *venue,
 int permit_node_catalog_get(permit_node *n, const char *venue,
                             Permit__V1__Catalog **out, permit_err *err);
 
-/* Frees the strings permit_node_define_list() put in |l|. */
+/* Frees the strings permit_node_define_list() put in |l|; a message only
+ * initialised (its strings protobuf-c's static empty one) is left as is. */
 void permit_catalog_list_clear(Permit__V1__CatalogList *l);
 
 /*

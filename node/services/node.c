@@ -461,10 +461,16 @@ void permit_node_changed(permit_node *n) {
 
 /* ---- lists ---- */
 
+/* A string field of an initialised message points at protobuf-c's
+ * static empty string until something of ours is put there. */
+static void free_field(char *s) {
+  if (s != protobuf_c_empty_string) free(s);
+}
+
 void permit_catalog_list_clear(Permit__V1__CatalogList *l) {
-  free(l->list_id);
-  free(l->title);
-  free(l->notice_text);
+  free_field(l->list_id);
+  free_field(l->title);
+  free_field(l->notice_text);
   free(l->notice_sha256.data);
   permit__v1__catalog_list__init(l);
 }
@@ -497,6 +503,13 @@ int permit_node_list_title(permit_node *n, const char *list_id, char *out,
   return 0;
 }
 
+/* Only spaces, tabs and line breaks (what a buyer would see as nothing). */
+static int blank(const char *s) {
+  for (; *s != '\0'; s++)
+    if (*s != ' ' && *s != '\t' && *s != '\n' && *s != '\r') return 0;
+  return 1;
+}
+
 int permit_node_define_list(permit_node *n, const char *list_id,
                             const char *title, const char *notice_text,
                             int *changed, Permit__V1__CatalogList *out,
@@ -510,6 +523,9 @@ int permit_node_define_list(permit_node *n, const char *list_id,
   if (nl == 0 || nl > 16384)
     return permit_err_set(err, PERMIT_EINVAL,
                           "notice text must be 1 to 16384 bytes");
+  if (blank(title) || blank(notice_text))
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "list title and notice text must not be blank");
   uint8_t sha[32];
   permit_iov iov = {notice_text, nl};
   permit_sha256(&iov, 1, sha);

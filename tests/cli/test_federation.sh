@@ -58,6 +58,17 @@ ctl list define --data "$tmp/fillmore.example" --id newsletter --title "Fillmore
   --notice-file "$tmp/n1.txt" | grep -q "notice version 1 (new)" || fail "list define"
 ctl list define --data "$tmp/bluenote.example" --id jazz --title "Jazz" \
   --notice-file "$tmp/n2.txt" >/dev/null || fail "list define jazz"
+# Refused by the node (on its sync thread): a clear error, and the node
+# goes on (a refusal once brought it down).
+for id in "" "Bad List"; do
+  rc=0; ctl list define --data "$tmp/bluenote.example" --id "$id" --title "Jazz" \
+    --notice-file "$tmp/n2.txt" >/dev/null 2>"$tmp/err" || rc=$?
+  [ "$rc" = 1 ] && grep -q "INVALID_ARGUMENT" "$tmp/err" ||
+    fail "list id \"$id\": exit $rc, $(cat "$tmp/err")"
+done
+ctl list define --data "$tmp/bluenote.example" --id jazz --title "Jazz" \
+  --notice-file "$tmp/n2.txt" | grep -q "notice version 1 (unchanged)" ||
+  fail "the venue did not answer after refusing bad list ids"
 for v in fillmore.example bluenote.example; do
   deadline=$((SECONDS + 30))
   until ctl offers --data "$tmp/tixly.example" --venue "$v" >"$tmp/offers.$v" 2>/dev/null &&

@@ -1074,6 +1074,33 @@ static void test_venue_service(int port) {
   dr.notice_text = "bad \x01 control";
   call(c, "/permit.v1.Venue/DefineList", &dr.base, &s);
   CHECK(s.status == PERMIT_GRPC_INVALID_ARGUMENT);
+  /* Refused by the node's own checks (these once freed protobuf-c's static
+   * empty string and brought the node down); nothing is defined. */
+  const char *bad_ids[] = {"", "Bad List!", "news letter"};
+  dr.notice_text = "News of jazz nights.";
+  for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {
+    dr.list_id = (char *)bad_ids[i];
+    call(c, "/permit.v1.Venue/DefineList", &dr.base, &s);
+    CHECKF(s.status == PERMIT_GRPC_INVALID_ARGUMENT, "id \"%s\": %d %s",
+           bad_ids[i], s.status, s.msg);
+  }
+  dr.list_id = "jazz-nights";
+  dr.notice_text = " \n\t\r\n";
+  call(c, "/permit.v1.Venue/DefineList", &dr.base, &s);
+  CHECKF(s.status == PERMIT_GRPC_INVALID_ARGUMENT &&
+             strstr(s.msg, "blank") != NULL,
+         "blank notice: %d %s", s.status, s.msg);
+  dr.title = "   ";
+  dr.notice_text = "News of jazz nights, now weekly.";
+  call(c, "/permit.v1.Venue/DefineList", &dr.base, &s);
+  CHECK(s.status == PERMIT_GRPC_INVALID_ARGUMENT);
+  dr.title = "Jazz nights";
+  call(c, "/permit.v1.Venue/DefineList", &dr.base, &s);
+  d = permit__v1__define_list_response__unpack(NULL, s.first_len, s.first);
+  CHECKF(s.status == PERMIT_GRPC_OK && d != NULL && d->notice_version == 2 &&
+             !d->changed,
+         "after the refusals: %d %s", s.status, s.msg);
+  if (d) permit__v1__define_list_response__free_unpacked(d, NULL);
   /* A defined list with no contacts is an empty answer, not NOT_FOUND. */
   lr.list_id = "jazz-nights";
   call(c, "/permit.v1.Venue/ListContacts", &lr.base, &s);
