@@ -48,6 +48,11 @@ void permit_consent_stage_optin(permit_batch *b, const uint8_t buyer[32],
                                 const uint8_t record_id[16], uint64_t seq,
                                 const Permit__Internal__ConsentEntry *e);
 
+/* The buyer key of the opt-in |record_id| (its "rec/" row);
+ * PERMIT_ENOTFOUND when there is none. */
+int permit_consent_record_buyer(permit_node *n, const uint8_t record_id[16],
+                                uint8_t buyer[32]);
+
 /* ---- for the sync ---- */
 
 /* True when |record_id| names an opt-in this node issued to |venue|. */

@@ -106,6 +106,10 @@ typedef struct op {
 /* The requests for one idempotency key while its first is in flight. */
 struct flight {
   uint8_t key[PERMIT_SHA256_LEN];
+  /* The buyer the order's opt-in is (or is being) recorded for: the
+   * claimer's, or the stored record's when the order is a replay.  A
+   * request naming another buyer is refused, not told ALREADY_ACTIVE. */
+  uint8_t buyer[PERMIT_SHA256_LEN];
   flight *next;   /* in its bucket */
   op *ops, *tail; /* the claimer first */
 };
@@ -515,7 +519,14 @@ static void flight_resolve(permit_checkout *co, flight *f, int status,
   for (op *o = f->ops, *next; o != NULL; o = next) {
     next = o->next;
     int claimer = o == f->ops;
-    if (status == PERMIT_GRPC_OK) {
+    if (status == PERMIT_GRPC_OK &&
+        memcmp(o->buyer, f->buyer, sizeof f->buyer) != 0) {
+      o->status = PERMIT_GRPC_ALREADY_EXISTS;
+      snprintf(o->msg, sizeof o->msg,
+               "this order already has an opt-in to this list, recorded for "
+               "a different buyer; nothing was recorded (a new buyer needs "
+               "a new order reference)");
+    } else if (status == PERMIT_GRPC_OK) {
       o->status = PERMIT_GRPC_OK;
       o->created = claimer && created;
       memcpy(o->record_id, id, sizeof id);
@@ -697,10 +708,17 @@ static void optin_claimed(permit_checkout *co, op *o, flight *f,
   }
   if (rc == 0) {
     int state = v[PERMIT_RECORD_ID_LEN + 8];
-    if (state == PERMIT_IDEM_ACTIVE)
+    if (state == PERMIT_IDEM_ACTIVE) {
+      /* A replay names the buyer the record was made for. */
+      int brc = permit_consent_record_buyer(co->n, v, f->buyer);
+      if (brc != 0)
+        permit_logf(PERMIT_LEVEL_WARN, "checkout.replay_unchecked",
+                    "an order's record has no buyer row (%s): its replay "
+                    "is answered without comparing buyers",
+                    permit_strerror(brc));
       flight_resolve(co, f, PERMIT_GRPC_OK, NULL, 0, v,
                      permit_get_u64be(v + PERMIT_RECORD_ID_LEN));
-    else
+    } else
       /* The same order again must not bring back what the buyer took
        * back: a new opt-in comes with a new order. */
       flight_resolve(co, f, PERMIT_GRPC_FAILED_PRECONDITION,
@@ -838,6 +856,7 @@ static int optin_begin(permit_checkout *co, op *o,
     goto out;
   }
   memcpy(f->key, o->idem_key, sizeof f->key);
+  memcpy(f->buyer, o->buyer, sizeof f->buyer);
   f->ops = f->tail = o;
   f->next = co->flights[f->key[0]];
   co->flights[f->key[0]] = f;

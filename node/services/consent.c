@@ -126,6 +126,12 @@ static int rec_lookup(permit_node *n, const uint8_t *record_id,
   return 0;
 }
 
+int permit_consent_record_buyer(permit_node *n, const uint8_t record_id[16],
+                                uint8_t buyer[32]) {
+  char venue[PERMIT_NAME_MAX + 1];
+  return rec_lookup(n, record_id, buyer, venue);
+}
+
 static int entry_get(permit_node *n, const uint8_t key[BOPT_KEY_LEN],
                      consent_entry **out) {
   uint8_t *v;

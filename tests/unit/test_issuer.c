@@ -421,6 +421,17 @@ static void test_checkout(world *w) {
     permit__v1__record_opt_in_response__free_unpacked(again, NULL);
   }
   CHECK(permit_log_size(permit_node_outbound(w->iss, VENUE)) == 1);
+  /* The same order for another buyer is refused, not answered with the
+   * first buyer's record, and nothing is recorded for either. */
+  optin other = a;
+  other.email = "bob@example.com";
+  other.given = "Bob";
+  CHECKF(record(w, &other, NULL, msg, sizeof msg) ==
+                 PERMIT_GRPC_ALREADY_EXISTS &&
+             strstr(msg, "different buyer") != NULL &&
+             strstr(msg, "bob@") == NULL,
+         "another buyer, same order: %s", msg);
+  CHECK(permit_log_size(permit_node_outbound(w->iss, VENUE)) == 1);
 
   /* Bad input: the right code, a message naming the field, and never
    * the address itself (messages are logged). */
@@ -537,6 +548,55 @@ static void test_concurrent_duplicates(world *w) {
   }
   CHECKF(created == 1 && active == 7 && same, "created %d active %d", created,
          active);
+  CHECK(permit_log_size(permit_node_outbound(w->iss, VENUE)) == before + 1);
+  for (int i = 0; i < 8; i++) unary_reset(&r[i]);
+}
+
+/* One order for two buyers at once, alternating: one record, the same
+ * buyer's copies ALREADY_ACTIVE, the other buyer's refused. */
+static void test_concurrent_other_buyer(world *w) {
+  optin o[2] = {{.order = "ORD-2002", .email = "etta@example.com",
+                 .given = "Etta", .family = "James", .version = 2},
+                {.order = "ORD-2002", .email = "billie@example.com",
+                 .given = "Billie", .family = "Holiday", .version = 2}};
+  uint8_t buf[2][4096];
+  size_t n[2] = {pack_optin(&o[0], buf[0]), pack_optin(&o[1], buf[1])};
+  uint64_t before = permit_log_size(permit_node_outbound(w->iss, VENUE));
+  unary_res r[8];
+  memset(r, 0, sizeof r);
+  for (int i = 0; i < 8; i++)
+    permit_client_start(w->api, "/permit.v1.Checkout/RecordOptIn",
+                        buf[i % 2], n[i % 2], 10000, &unary_handlers, &r[i]);
+  int winner = -1, active[2] = {0, 0}, refused[2] = {0, 0};
+  for (int i = 0; i < 8; i++) {
+    CHECK(run_until(w->base, &r[i].done, 15));
+    if (r[i].status == PERMIT_GRPC_ALREADY_EXISTS) {
+      refused[i % 2]++;
+      continue;
+    }
+    CHECKF(r[i].status == 0, "copy %d: %d %s", i, r[i].status, r[i].msg);
+    Permit__V1__RecordOptInResponse *resp =
+        r[i].status == 0 ? permit__v1__record_opt_in_response__unpack(
+                               NULL, r[i].resp_len, r[i].resp)
+                         : NULL;
+    if (resp == NULL) continue;
+    if (resp->status == PERMIT__V1__RECORD_OPT_IN_RESPONSE__STATUS__CREATED) {
+      CHECK(winner == -1);
+      winner = i % 2;
+      expect *e = &w->ex[w->nex++];
+      memcpy(e->record_id, resp->record_id.data, 16);
+      snprintf(e->email, sizeof e->email, "%s", o[i % 2].email);
+      snprintf(e->given, sizeof e->given, "%s", o[i % 2].given);
+      snprintf(e->family, sizeof e->family, "%s", o[i % 2].family);
+    } else {
+      active[i % 2]++;
+    }
+    permit__v1__record_opt_in_response__free_unpacked(resp, NULL);
+  }
+  CHECKF(winner >= 0 && active[winner] == 3 && refused[winner] == 0 &&
+             active[1 - winner] == 0 && refused[1 - winner] == 4,
+         "winner %d, active %d/%d, refused %d/%d", winner, active[0],
+         active[1], refused[0], refused[1]);
   CHECK(permit_log_size(permit_node_outbound(w->iss, VENUE)) == before + 1);
   for (int i = 0; i < 8; i++) unary_reset(&r[i]);
 }
@@ -1329,6 +1389,7 @@ int main(int argc, char **argv) {
   world_start(&w);
   test_checkout(&w);
   test_concurrent_duplicates(&w);
+  test_concurrent_other_buyer(&w);
   test_cancelled(&w);
   test_pull(&w);
   test_follow(&w);
