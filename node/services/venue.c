@@ -634,8 +634,19 @@ static void unsubscribe(permit_call *c, const uint8_t *msg, size_t len) {
   char email[PERMIT_CONTACT_EMAIL_MAX + 1];
   size_t el = strlen(req->email);
   unsub_op *op = NULL;
+  char title[256]; /* titles are at most 200 bytes */
+  int lrc = 0;
   if (permit_list_id_validate(req->list_id, &err) != 0) {
     permit_call_finish(c, PERMIT_GRPC_INVALID_ARGUMENT, "%s", err.msg);
+  } else if ((lrc = permit_node_list_title(v->n, req->list_id, title,
+                                           sizeof title)) != 0) {
+    /* A mistyped list must not read as "nothing to do". */
+    if (lrc == PERMIT_ENOTFOUND)
+      permit_call_finish(c, PERMIT_GRPC_NOT_FOUND, "no list \"%s\" on this node",
+                         req->list_id);
+    else
+      permit_call_finish(c, grpc_code(lrc), "cannot read list \"%s\": %s",
+                         req->list_id, permit_strerror(lrc));
   } else if (el == 0 || el > PERMIT_CONTACT_EMAIL_MAX ||
              !permit_contacts_text_ok(req->email, el, 0) ||
              strchr(req->email, '@') == NULL ||

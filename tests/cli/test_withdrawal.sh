@@ -408,6 +408,11 @@ proof_of miles $B miles@example.net jazz
 ctl unsubscribe --data "$tmp/$F" --email ' Grace@Example.ORG ' --list newsletter >"$tmp/unsub" 2>&1 ||
   fail "permitctl unsubscribe: $(cat "$tmp/unsub")"
 grep -q '1 opt-in withdrawn' "$tmp/unsub" || fail "permitctl unsubscribe said: $(cat "$tmp/unsub")"
+# A mistyped list is an error, not "nothing to do".
+rc=0; ctl unsubscribe --data "$tmp/$F" --email ada@example.com --list newsleter \
+  >"$tmp/unsub2" 2>&1 || rc=$?
+[ "$rc" = 1 ] && grep -q 'NOT_FOUND.*no list "newsleter"' "$tmp/unsub2" ||
+  fail "unsubscribe from an unknown list: exit $rc, $(cat "$tmp/unsub2")"
 unsub_t=$(now_ms)
 not_exported $F newsletter grace@example.org || fail "$F still exports grace after unsubscribe"
 until_ok 15 "grace's consent page does not show the unsubscribe" \

@@ -1115,6 +1115,12 @@ static void test_venue_service(int port) {
    * the real thing). */
   CHECKF(s.status == PERMIT_GRPC_UNAVAILABLE, "Unsubscribe: %d %s", s.status,
          s.msg);
+  /* A list this venue does not have is named, not "nothing to do". */
+  ur.list_id = "no-such-list";
+  call(c, "/permit.v1.Venue/Unsubscribe", &ur.base, &s);
+  CHECKF(s.status == PERMIT_GRPC_NOT_FOUND &&
+             strstr(s.msg, "no list \"no-such-list\"") != NULL,
+         "Unsubscribe from an unknown list: %d %s", s.status, s.msg);
 
   /* WatchContacts: the last two changes, then a live one. */
   Permit__V1__WatchContactsRequest wr = PERMIT__V1__WATCH_CONTACTS_REQUEST__INIT;
