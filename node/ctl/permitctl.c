@@ -13,6 +13,7 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "config.h"
 #include "ctl.h"
@@ -150,15 +151,67 @@ static int call(ctl_api *a, const char *path, const ProtobufCMessage *req,
                                     sizeof msg, resp, rlen);
   free(buf);
   if (rc != 0 || status != PERMIT_GRPC_OK) {
-    fprintf(stderr, "permitctl: %s: %s%s%s\n", path,
+    char hint[400];
+    fprintf(stderr, "permitctl: %s: %s%s%s%s\n", path,
             rc != 0 ? "call failed" : permit_grpc_status_name(status),
-            msg[0] ? ": " : "", msg);
+            msg[0] ? ": " : "", msg,
+            rc != 0 ? "" : ctl_role_hint(a, path, status, hint, sizeof hint));
     return -1;
   }
   return 0;
 }
 
 /* ---- commands ---- */
+
+/*
+ * The inih that permitd reads permit.conf with takes at most 199
+ * characters of a line and reads the rest as a line of its own, so a
+ * longer "key = value" would come back as something else or an error.
+ */
+#define CONF_LINE_MAX 199
+
+/* True when "|key| = |value|" fits on one line of permit.conf. */
+static int conf_fits(const char *key, const char *value) {
+  return strlen(key) + 3 + strlen(value) <= CONF_LINE_MAX;
+}
+
+/*
+ * True when |v| is a HOST:PORT that permitd accepts for |key| (config.c:
+ * a host before the last ':', a decimal port 0 to 65535, 0 letting the
+ * kernel pick) and that cannot change permit.conf's structure: no space
+ * or control character, and short enough for one line.  A sign or spaces
+ * before the port, which strtol() would let through, are refused too.
+ */
+static int hostport_ok(const char *v, const char *key) {
+  const char *colon = strrchr(v, ':');
+  if (colon == NULL || colon == v || colon[1] == '\0' || !ctl_is_token(v) ||
+      !conf_fits(key, v))
+    return 0;
+  unsigned long port = 0;
+  for (const char *p = colon + 1; *p; p++) {
+    if (*p < '0' || *p > '9') return 0;
+    port = port * 10 + (unsigned long)(*p - '0');
+    if (port > 65535) return 0;
+  }
+  return 1;
+}
+
+/*
+ * What in |data| shows that a node already lives there (its keys or its
+ * database), into |what|; 0 when nothing does.  lstat: even a dangling
+ * link there is someone's.
+ */
+static int holds_node(const char *data, char *what, size_t cap) {
+  static const char *const parts[] = {"keys/identity.key",
+                                      "keys/sealing.key", "db"};
+  for (size_t i = 0; i < sizeof parts / sizeof parts[0]; i++) {
+    struct stat st;
+    snprintf(what, cap, "%s/%s", data, parts[i]);
+    if (lstat(what, &st) == 0) return 1;
+  }
+  what[0] = '\0';
+  return 0;
+}
 
 static int cmd_init(const args *a) {
   static const char *const known[] = {"--name", "--role", "--peer-addr",
@@ -175,8 +228,17 @@ static int cmd_init(const args *a) {
   permit_config c;
   permit_config_defaults(&c);
   permit_err err;
+  char shown[600];
   if (permit_name_validate(name, &err) != 0) {
-    fprintf(stderr, "permitctl init: --name: %s\n", err.msg);
+    /* The message quotes the name: escaped, it cannot break the line. */
+    fprintf(stderr, "permitctl init: --name: %s\n",
+            ctl_escape(err.msg, shown, sizeof shown));
+    return 2;
+  }
+  if (!conf_fits("name", name)) {
+    fprintf(stderr, "permitctl init: --name is longer than %zu characters, "
+                    "more than a line of permit.conf holds\n",
+            (size_t)CONF_LINE_MAX - strlen("name = "));
     return 2;
   }
   snprintf(c.name, sizeof c.name, "%s", name);
@@ -185,16 +247,23 @@ static int cmd_init(const args *a) {
     fprintf(stderr, "permitctl init: --role wants issuer, audience or both\n");
     return 2;
   }
-  char errbuf[512];
   const char *api_addr = opt(a, "--api-addr");
   const char *url = opt(a, "--consent-url");
   const char *pub = opt(a, "--public-addr");
-  permit_config probe = c;
-  if (permit_config_set_limit(&probe.lim, "max-streams", "1") != 0 ||
-      strrchr(peer, ':') == NULL ||
-      (api_addr != NULL && strrchr(api_addr, ':') == NULL) ||
-      (pub != NULL && strrchr(pub, ':') == NULL)) {
-    fprintf(stderr, "permitctl init: addresses are HOST:PORT\n");
+  /* The peer address is written twice, the longer key being endpoint. */
+  const struct {
+    const char *option, *value, *key;
+  } addrs[] = {{"--peer-addr", peer, "endpoint"},
+               {"--api-addr", api_addr, "listen"},
+               {"--public-addr", pub, "listen"}};
+  for (size_t i = 0; i < sizeof addrs / sizeof addrs[0]; i++) {
+    if (addrs[i].value == NULL || hostport_ok(addrs[i].value, addrs[i].key))
+      continue;
+    fprintf(stderr, "permitctl init: %s \"%s\" is not HOST:PORT (a host "
+                    "without spaces or control characters, a port 0 to "
+                    "65535, at most %zu characters)\n", addrs[i].option,
+            ctl_escape(addrs[i].value, shown, sizeof shown),
+            (size_t)CONF_LINE_MAX - strlen(addrs[i].key) - 3);
     return 2;
   }
   snprintf(c.peer_listen, sizeof c.peer_listen, "%s", peer);
@@ -206,42 +275,67 @@ static int cmd_init(const args *a) {
     snprintf(c.consent_base, sizeof c.consent_base, "https://%s", pub);
   }
   if (url != NULL) {
-    if (strncmp(url, "https://", 8) != 0) {
-      fprintf(stderr, "permitctl init: --consent-url must be https://\n");
+    if (strncmp(url, "https://", 8) != 0 || url[8] == '\0' ||
+        !ctl_is_token(url)) {
+      fprintf(stderr, "permitctl init: --consent-url must be an https:// URL "
+                      "without spaces or control characters\n");
       return 2;
     }
     snprintf(c.consent_base, sizeof c.consent_base, "%s", url);
+  }
+  if (!conf_fits("base_url", c.consent_base)) {
+    fprintf(stderr, "permitctl init: the consent URL %s is longer than %zu "
+                    "characters, more than a line of permit.conf holds\n",
+            url != NULL ? "(--consent-url)" : "(https:// and --public-addr)",
+            (size_t)CONF_LINE_MAX - strlen("base_url = "));
+    return 2;
   }
   const char *data = opt(a, "--data");
   if (data == NULL) data = "./permit-data";
   snprintf(c.data, sizeof c.data, "%s", data);
 
-  int lock = -1;
-  permit_identity id;
-  char path[4200];
+  char path[4200], what[4300];
   snprintf(path, sizeof path, "%s/permit.conf", data);
   struct stat st;
-  if (stat(path, &st) == 0) {
+  if (lstat(path, &st) == 0) {
     fprintf(stderr, "permitctl init: %s exists: this node is already "
                     "initialised\n", path);
     return 1;
   }
-  if (permit_identity_lock(data, &lock, &err) != 0 ||
-      permit_identity_open(data, 1, &id, &err) != 0) {
+  /* Checked before the lock, which makes the directory, and again under
+   * it, against a permitd making its keys meanwhile. */
+  int lock = -1, held = holds_node(data, what, sizeof what);
+  if (!held && permit_identity_lock(data, &lock, &err) != 0) {
     fprintf(stderr, "permitctl init: %s\n", err.msg);
-    if (lock >= 0) permit_identity_unlock(lock);
     return 1;
   }
-  int rc = permit_config_write(path, &c, errbuf, sizeof errbuf);
-  printf("%s node %s (%s) in %s\n", id.created ? "created" : "initialised",
-         name, permit_config_roles_name(c.roles), data);
+  if (held || holds_node(data, what, sizeof what)) {
+    fprintf(stderr, "permitctl init: %s already holds a node's keys or "
+                    "database (%s); init makes a new node: give it an empty "
+                    "--data directory\n", data, what);
+    permit_identity_unlock(lock);
+    return 1;
+  }
+  /* The config first: if the keys then cannot be made it is removed, and
+   * a second init starts from the same empty directory. */
+  char errbuf[512];
+  if (permit_config_write(path, &c, errbuf, sizeof errbuf) != 0) {
+    fprintf(stderr, "permitctl init: %s\n", errbuf);
+    permit_identity_unlock(lock);
+    return 1;
+  }
+  permit_identity id;
+  if (permit_identity_open(data, 1, &id, &err) != 0) {
+    fprintf(stderr, "permitctl init: %s\n", err.msg);
+    unlink(path);
+    permit_identity_unlock(lock);
+    return 1;
+  }
+  printf("created node %s (%s) in %s\n", name,
+         permit_config_roles_name(c.roles), data);
   printf("identity key %s\n", permit_sign_key_id(id.sign));
   permit_identity_free(&id);
   permit_identity_unlock(lock);
-  if (rc != 0) {
-    fprintf(stderr, "permitctl init: %s\n", errbuf);
-    return 1;
-  }
   printf("config %s\nrun it with: permitd --config %s\n", path, path);
   return 0;
 }
@@ -317,57 +411,87 @@ static int cmd_card(const args *a) {
   return 0;
 }
 
+/*
+ * Reads a card file as `permitctl card` prints it into |*out| (free with
+ * permit__v1__node_card__free_unpacked()); prints what is wrong and
+ * returns -1.  The card's signature is the node's to check.
+ */
+static int card_file_read(const char *file, Permit__V1__NodeCard **out) {
+  *out = NULL;
+  FILE *f = fopen(file, "rb");
+  if (f == NULL) {
+    fprintf(stderr, "permitctl peer add: cannot read %s: %s\n", file,
+            strerror(errno));
+    return -1;
+  }
+  json_error_t je;
+  json_t *j = json_loadf(f, 0, &je);
+  int bad = ferror(f), e = errno;
+  fclose(f);
+  if (bad) {
+    fprintf(stderr, "permitctl peer add: cannot read %s: %s\n", file,
+            strerror(e));
+    json_decref(j);
+    return -1;
+  }
+  const char *enc = json_string_value(json_object_get(j, "card"));
+  size_t el = enc ? strlen(enc) : 0;
+  uint8_t *raw = enc ? malloc(el ? el : 1) : NULL;
+  int n = raw && el > 0 && el % 4 == 0 && el <= 8192
+              ? EVP_DecodeBlock(raw, (const unsigned char *)enc, (int)el)
+              : -1;
+  if (n > 0 && enc[el - 1] == '=') n--;
+  if (n > 0 && enc[el - 2] == '=') n--;
+  *out = n > 0 ? permit__v1__node_card__unpack(NULL, (size_t)n, raw) : NULL;
+  free(raw);
+  json_decref(j);
+  if (*out == NULL) {
+    fprintf(stderr, "permitctl peer add: %s is not a card file (JSON with a "
+                    "base64 \"card\", as permitctl card prints)\n", file);
+    return -1;
+  }
+  return 0;
+}
+
 static int cmd_peer(const args *a) {
   static const char *const known[] = {"--data", "--config", NULL};
   const char *sub = a->argc > 0 ? a->argv[0] : "";
   args rest = {a->argc - 1, a->argv + 1};
-  if (strcmp(sub, "add") != 0 && strcmp(sub, "list") != 0) {
+  int add = strcmp(sub, "add") == 0;
+  if (!add && strcmp(sub, "list") != 0) {
     fprintf(stderr, "permitctl peer: add CARD.json or list\n");
     return 2;
   }
-  if (check_opts(&rest, known, strcmp(sub, "add") == 0, "peer") != 0)
+  if (check_opts(&rest, known, add, "peer") != 0) return 2;
+  const char *file = positional(&rest);
+  if (add && file == NULL) {
+    fprintf(stderr, "permitctl peer add: CARD.json is required\n");
     return 2;
+  }
+  Permit__V1__NodeCard *card = NULL;
+  if (add && card_file_read(file, &card) != 0) return 1;
   permit_config c;
   ctl_api api;
-  if (load_config(&rest, &c) != 0 || ctl_api_open(&c, &api, "") != 0) return 1;
+  if (load_config(&rest, &c) != 0 || ctl_api_open(&c, &api, "") != 0) {
+    if (card != NULL) permit__v1__node_card__free_unpacked(card, NULL);
+    return 1;
+  }
   int rc = 1;
   uint8_t *resp = NULL;
   size_t rl = 0;
-  if (strcmp(sub, "add") == 0) {
-    const char *file = positional(&rest);
-    json_error_t je;
-    json_t *j = file ? json_load_file(file, 0, &je) : NULL;
-    const char *enc = json_string_value(json_object_get(j, "card"));
-    size_t el = enc ? strlen(enc) : 0;
-    uint8_t *raw = enc ? malloc(el) : NULL;
-    int n = raw && el % 4 == 0 && el <= 8192
-                ? EVP_DecodeBlock(raw, (const unsigned char *)enc, (int)el)
-                : -1;
-    if (n > 0 && enc[el - 1] == '=') n--;
-    if (n > 0 && enc[el - 2] == '=') n--;
-    Permit__V1__NodeCard *card =
-        n > 0 ? permit__v1__node_card__unpack(NULL, (size_t)n, raw) : NULL;
-    if (card == NULL) {
-      fprintf(stderr, "permitctl peer add: %s is not a card file (JSON with "
-                      "a base64 \"card\", as permitctl card prints)\n",
-              file ? file : "(none given)");
-    } else {
-      Permit__V1__AddPeerRequest req = PERMIT__V1__ADD_PEER_REQUEST__INIT;
-      req.card = card;
-      if (call(&api, "/permit.v1.Admin/AddPeer", &req.base, &resp, &rl) == 0) {
-        Permit__V1__PeerInfo *pi =
-            permit__v1__peer_info__unpack(NULL, rl, resp);
-        if (pi != NULL) {
-          printf("pinned %s (key %s) at %s\n", pi->name, pi->key_id,
-                 pi->endpoint);
-          permit__v1__peer_info__free_unpacked(pi, NULL);
-          rc = 0;
-        }
+  if (add) {
+    Permit__V1__AddPeerRequest req = PERMIT__V1__ADD_PEER_REQUEST__INIT;
+    req.card = card;
+    if (call(&api, "/permit.v1.Admin/AddPeer", &req.base, &resp, &rl) == 0) {
+      Permit__V1__PeerInfo *pi = permit__v1__peer_info__unpack(NULL, rl, resp);
+      if (pi != NULL) {
+        printf("pinned %s (key %s) at %s\n", pi->name, pi->key_id,
+               pi->endpoint);
+        permit__v1__peer_info__free_unpacked(pi, NULL);
+        rc = 0;
       }
-      permit__v1__node_card__free_unpacked(card, NULL);
     }
-    free(raw);
-    json_decref(j);
+    permit__v1__node_card__free_unpacked(card, NULL);
   } else {
     Permit__V1__ListPeersRequest req = PERMIT__V1__LIST_PEERS_REQUEST__INIT;
     if (call(&api, "/permit.v1.Admin/ListPeers", &req.base, &resp, &rl) == 0) {
@@ -426,10 +550,25 @@ static int cmd_list(const args *a) {
   }
   char *text = malloc(16386);
   size_t n = text ? fread(text, 1, 16385, f) : 0;
+  int bad = ferror(f), e = errno;
   fclose(f);
+  if (bad) {
+    fprintf(stderr, "permitctl list define: cannot read %s: %s\n", file,
+            strerror(e));
+    free(text);
+    return 1;
+  }
   if (text == NULL || n > 16384 || n == 0) {
     fprintf(stderr, "permitctl list define: %s must hold 1 to 16384 bytes\n",
             file);
+    free(text);
+    return 1;
+  }
+  /* The text goes on as a C string: a NUL would silently end it there,
+   * and the notice stored would not be the file. */
+  if (memchr(text, '\0', n) != NULL) {
+    fprintf(stderr, "permitctl list define: %s contains a NUL byte; a notice "
+                    "is UTF-8 text\n", file);
     free(text);
     return 1;
   }
@@ -575,7 +714,20 @@ static void csv_field(FILE *out, const char *s, int last) {
 typedef struct export_ctx {
   FILE *out;
   int jsonl, count, bad;
+  int header; /* the CSV header is out */
+  int werr;   /* errno of the first failed write */
 } export_ctx;
+
+/* The CSV header goes out with the first contact, or after an OK answer
+ * with none: a call refused before either leaves no header-only file. */
+static void export_header(export_ctx *x) {
+  if (x->jsonl || x->header) return;
+  if (fputs("Email Address,First Name,Last Name,Language,Opt-in Time,"
+            "Source,Notice Version,Record Id,Unsubscribe URL\r\n",
+            x->out) == EOF && x->werr == 0)
+    x->werr = errno;
+  x->header = 1;
+}
 
 
 static void export_one(void *arg, const uint8_t *msg, size_t len) {
@@ -587,6 +739,7 @@ static void export_one(void *arg, const uint8_t *msg, size_t len) {
     return;
   }
   char when[32], rid[33] = "", ver[16];
+  export_header(x);
   ctl_iso_time(e->collected_at_ms, when, sizeof when);
   if (e->record_id.len == 16) permit_hex_encode(e->record_id.data, 16, rid);
   snprintf(ver, sizeof ver, "%u", e->notice_version);
@@ -613,6 +766,7 @@ static void export_one(void *arg, const uint8_t *msg, size_t len) {
     csv_field(x->out, rid, 0);
     csv_field(x->out, e->unsubscribe_url, 1);
   }
+  if (x->werr == 0 && ferror(x->out)) x->werr = errno;
   x->count++;
   permit__v1__contact_entry__free_unpacked(e, NULL);
 }
@@ -638,53 +792,59 @@ static int cmd_contacts(const args *a) {
     fprintf(stderr, "permitctl contacts export: --format is csv or jsonl\n");
     return 2;
   }
+  /* Refused before asking the node: nothing to throw away after. */
+  int orc = file != NULL ? ctl_out_check(file, "contacts export") : 0;
+  if (orc != 0) return orc;
   permit_config c;
   ctl_api api;
   if (load_config(&rest, &c) != 0 || ctl_api_open(&c, &api, "") != 0) return 1;
   /* Written to a temporary file and renamed: a failed export leaves no
    * half file for the mailing tool to import. */
-  char tmp[4300];
-  FILE *out = stdout;
-  if (file != NULL) {
-    snprintf(tmp, sizeof tmp, "%s.tmp", file);
-    out = fopen(tmp, "w");
-    if (out == NULL) {
-      fprintf(stderr, "permitctl contacts export: cannot write %s: %s\n", tmp,
-              strerror(errno));
-      ctl_api_close(&api);
-      return 1;
-    }
+  ctl_out o = {.f = stdout};
+  if (file != NULL && (orc = ctl_out_open(&o, file, "contacts export")) != 0) {
+    ctl_api_close(&api);
+    return orc;
   }
-  export_ctx x = {out, strcmp(format, "jsonl") == 0, 0, 0};
-  if (!x.jsonl)
-    fputs("Email Address,First Name,Last Name,Language,Opt-in Time,Source,"
-          "Notice Version,Record Id,Unsubscribe URL\r\n", out);
+  export_ctx x = {o.f, strcmp(format, "jsonl") == 0, 0, 0, 0, 0};
   Permit__V1__ListContactsRequest req = PERMIT__V1__LIST_CONTACTS_REQUEST__INIT;
   req.list_id = (char *)list;
   size_t n = permit__v1__list_contacts_request__get_packed_size(&req);
-  uint8_t buf[256];
-  permit__v1__list_contacts_request__pack(&req, buf);
-  int status;
-  char msg[512];
-  int rc = permit_client_stream_sync(&api.cc, "/permit.v1.Venue/ListContacts",
-                                     buf, n, 60000, export_one, &x, &status,
-                                     msg, sizeof msg);
-  int ok = rc == 0 && status == PERMIT_GRPC_OK && x.bad == 0;
-  if (file != NULL) {
-    ok = fflush(out) == 0 && ok;
-    fclose(out);
-    if (ok)
-      ok = rename(tmp, file) == 0;
-    else
-      remove(tmp);
+  uint8_t *buf = malloc(n ? n : 1);
+  int status = PERMIT_GRPC_UNKNOWN, rc = -1;
+  char msg[512] = "", hint[400] = "";
+  if (buf != NULL) {
+    permit__v1__list_contacts_request__pack(&req, buf);
+    rc = permit_client_stream_sync(&api.cc, "/permit.v1.Venue/ListContacts",
+                                   buf, n, 60000, export_one, &x, &status,
+                                   msg, sizeof msg);
   }
-  if (!ok)
-    fprintf(stderr, "permitctl contacts export: %s%s%s\n",
-            rc != 0 ? "call failed" : permit_grpc_status_name(status),
-            msg[0] ? ": " : "", msg);
-  else if (file != NULL)
-    fprintf(stderr, "%d contacts of list %s written to %s\n", x.count, list,
-            file);
+  free(buf);
+  int ok = rc == 0 && status == PERMIT_GRPC_OK && x.bad == 0;
+  if (ok) export_header(&x);
+  if (!ok) {
+    if (rc == 0 && status == PERMIT_GRPC_OK)
+      snprintf(msg, sizeof msg, "%d answers are not contact entries", x.bad);
+    fprintf(stderr, "permitctl contacts export: %s%s%s%s\n",
+            rc != 0 || status == PERMIT_GRPC_OK
+                ? "call failed"
+                : permit_grpc_status_name(status),
+            msg[0] ? ": " : "", msg,
+            rc != 0 ? ""
+                    : ctl_role_hint(&api, "/permit.v1.Venue/ListContacts",
+                                    status, hint, sizeof hint));
+  }
+  if (file != NULL) {
+    o.err = x.werr;
+    ok = ctl_out_close(&o, ok, "contacts export") == 0 && ok;
+    if (ok)
+      fprintf(stderr, "%d contacts of list %s written to %s\n", x.count, list,
+              file);
+  } else if (ok && (ferror(stdout) || fflush(stdout) != 0)) {
+    fprintf(stderr, "permitctl contacts export: cannot write to standard "
+                    "output: %s\n", strerror(ferror(stdout) && x.werr ? x.werr
+                                                                 : errno));
+    ok = 0;
+  }
   ctl_api_close(&api);
   return ok ? 0 : 1;
 }

@@ -16,7 +16,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "config.h"
 #include "ctl.h"
@@ -205,36 +204,13 @@ static json_t *proof_json(const Permit__V1__ConsentProof *p) {
   return j;
 }
 
-/*
- * Writes |text| to |path| through a temporary file in the same folder,
- * synced, then renamed over it: a reader sees the old file or the whole
- * new one, never half of it.
- */
+/* Writes |text| and a newline to |path| (see ctl_out). */
 static int write_atomically(const char *path, const char *text) {
-  char tmp[4200];
-  if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp.%ld", path, (long)getpid()) >=
-      sizeof tmp) {
-    fprintf(stderr, "permitctl proof: --out path too long\n");
-    return -1;
-  }
-  FILE *f = fopen(tmp, "wx");
-  if (f == NULL) {
-    fprintf(stderr, "permitctl proof: cannot write %s: %s\n", tmp,
-            strerror(errno));
-    return -1;
-  }
-  size_t n = strlen(text);
-  int ok = fwrite(text, 1, n, f) == n && fputc('\n', f) != EOF &&
-           fflush(f) == 0 && fsync(fileno(f)) == 0;
-  ok = fclose(f) == 0 && ok;
-  if (ok) ok = rename(tmp, path) == 0;
-  if (!ok) {
-    fprintf(stderr, "permitctl proof: cannot write %s: %s\n", path,
-            strerror(errno));
-    remove(tmp);
-    return -1;
-  }
-  return 0;
+  ctl_out o;
+  int rc = ctl_out_open(&o, path, "proof");
+  if (rc != 0) return rc;
+  if (fputs(text, o.f) == EOF || fputc('\n', o.f) == EOF) o.err = errno;
+  return ctl_out_close(&o, 1, "proof");
 }
 
 int permitctl_proof(int argc, char **argv) {
@@ -250,6 +226,9 @@ int permitctl_proof(int argc, char **argv) {
     fprintf(stderr, "permitctl proof: --email and --list are required\n");
     return 2;
   }
+  /* Refused before asking the node: nothing to throw away after. */
+  int orc = out != NULL ? ctl_out_check(out, "proof") : 0;
+  if (orc != 0) return orc;
   permit_config c;
   permit_config_defaults(&c);
   const char *file = arg_value(argc, argv, "--config");
@@ -304,7 +283,7 @@ int permitctl_proof(int argc, char **argv) {
     fprintf(stderr, "permitctl proof: the node's answer is not a proof\n");
   } else if (out == NULL) {
     ret = printf("%s\n", text) < 0 || fflush(stdout) != 0 ? 1 : 0;
-  } else if (write_atomically(out, text) == 0) {
+  } else if ((ret = write_atomically(out, text)) == 0) {
     fprintf(stderr, "proof of consent on list %s (entry %llu of the log from "
                     "%s) written to %s\n", p->list_id,
             (unsigned long long)p->seq, p->issuer, out);
