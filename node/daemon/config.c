@@ -207,6 +207,63 @@ int permit_config_load(const char *path, permit_config *c, char *err,
   return rc;
 }
 
+/* Far above any real configuration. */
+#define CONFIG_FILE_MAX (1 << 20)
+/* libinih reads a line into a buffer of INI_MAX_LINE bytes and takes what
+ * does not fit for a line of its own: a longer line would be misread. */
+#define CONFIG_LINE_MAX (INI_MAX_LINE - 1)
+
+/* Reads |f| whole into a NUL-terminated buffer and checks that libinih
+ * will read it as written: no NUL byte, no line over CONFIG_LINE_MAX. */
+static char *config_read(FILE *f, const char *path, char *err,
+                         size_t errcap) {
+  size_t n = 0, cap = 0;
+  char *buf = NULL;
+  for (;;) {
+    if (n == cap) {
+      size_t want = cap == 0 ? 4096 : 2 * cap;
+      char *grown = want <= 2 * CONFIG_FILE_MAX ? realloc(buf, want + 1)
+                                                 : NULL;
+      if (grown == NULL) {
+        snprintf(err, errcap, "%s: out of memory", path);
+        free(buf);
+        return NULL;
+      }
+      buf = grown;
+      cap = want;
+    }
+    size_t got = fread(buf + n, 1, cap - n, f);
+    n += got;
+    if (ferror(f) || n > CONFIG_FILE_MAX) {
+      snprintf(err, errcap, ferror(f) ? "cannot read %s" : "%s is larger "
+               "than 1 MiB: not a configuration file", path);
+      free(buf);
+      return NULL;
+    }
+    if (got == 0) break;
+  }
+  buf[n] = '\0';
+  size_t line = 1, len = 0;
+  for (size_t i = 0; i < n; i++) {
+    if (buf[i] == '\0') {
+      snprintf(err, errcap, "%s line %zu: a NUL byte (not a text file?)",
+               path, line);
+      free(buf);
+      return NULL;
+    }
+    if (buf[i] == '\n') {
+      line++;
+      len = 0;
+    } else if (buf[i] != '\r' && ++len > CONFIG_LINE_MAX) {
+      snprintf(err, errcap, "%s line %zu: longer than %d characters, more "
+               "than permitd reads in one line", path, line, CONFIG_LINE_MAX);
+      free(buf);
+      return NULL;
+    }
+  }
+  return buf;
+}
+
 int permit_config_parse(FILE *f, const char *path, permit_config *c,
                         char *err, size_t errcap) {
   load_ctx lc = {.c = c};
@@ -215,7 +272,10 @@ int permit_config_parse(FILE *f, const char *path, permit_config *c,
     snprintf(lc.dir, sizeof lc.dir, ".");
   else
     snprintf(lc.dir, sizeof lc.dir, "%.*s", (int)(slash - path), path);
-  int line = ini_parse_file(f, on_key, &lc);
+  char *text = config_read(f, path, err, errcap);
+  if (text == NULL) return -1;
+  int line = ini_parse_string(text, on_key, &lc);
+  free(text);
   if (line != 0) {
     snprintf(err, errcap, "%s line %d: %s", path, line,
              lc.why[0] ? lc.why : "not an INI line");

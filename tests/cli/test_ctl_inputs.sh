@@ -176,6 +176,21 @@ done
 grep -q '"format": "permit-consent-proof/1"' "$out/list.csv" || fail "proof not written"
 ok "--out refuses $named and a trailing '/'; replaces regular files"
 
+# permitd reads at most 199 characters of a config line (libinih): a
+# longer one (even a comment, whose tail would read as a line of its
+# own) or a NUL byte is refused by name, not misread.
+cp "$tmp/$V/permit.conf" "$tmp/long.conf"
+printf '# %s\n' "$(head -c 240 /dev/zero | tr '\0' x)" >>"$tmp/long.conf"
+rc=0; "$PERMITD" --config "$tmp/long.conf" 2>"$tmp/err" || rc=$?
+[ "$rc" != 0 ] && grep -q 'long.conf line [0-9]*: longer than 199 characters' "$tmp/err" ||
+  fail "a config line over 199 characters: exit $rc, $(head -c 300 "$tmp/err")"
+cp "$tmp/$V/permit.conf" "$tmp/nul.conf"
+printf 'x\0y\n' >>"$tmp/nul.conf"
+rc=0; "$PERMITD" --config "$tmp/nul.conf" 2>"$tmp/err" || rc=$?
+[ "$rc" != 0 ] && grep -q 'nul.conf line [0-9]*: a NUL byte' "$tmp/err" ||
+  fail "a config with a NUL byte: exit $rc, $(head -c 300 "$tmp/err")"
+ok "permitd refuses config lines it would misread (over 199 characters, NUL)"
+
 stop_node "${pid[$R]}"
 stop_node "${pid[$V]}"
 echo "$pass_count passed, 0 failed"
