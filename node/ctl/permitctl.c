@@ -594,7 +594,7 @@ static int cmd_list(const args *a) {
       if (r->notice_sha256.len == 32)
         permit_hex_encode(r->notice_sha256.data, 32, hex);
       printf("list %s: notice version %u%s, sha256 %s\n", id,
-             r->notice_version, r->changed ? " (new)" : " (unchanged)", hex);
+             r->notice_version, r->changed ? " (new)" : " (same text)", hex);
       permit__v1__define_list_response__free_unpacked(r, NULL);
       rc = 0;
     }

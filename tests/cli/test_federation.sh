@@ -67,7 +67,7 @@ for id in "" "Bad List"; do
     fail "list id \"$id\": exit $rc, $(cat "$tmp/err")"
 done
 ctl list define --data "$tmp/bluenote.example" --id jazz --title "Jazz" \
-  --notice-file "$tmp/n2.txt" | grep -q "notice version 1 (unchanged)" ||
+  --notice-file "$tmp/n2.txt" | grep -q "notice version 1 (same text)" ||
   fail "the venue did not answer after refusing bad list ids"
 for v in fillmore.example bluenote.example; do
   deadline=$((SECONDS + 30))
