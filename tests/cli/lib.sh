@@ -40,6 +40,22 @@ stop_node() {
   [ "$exit_code" = 0 ] || fail "process $1 exited with $exit_code"
 }
 
+# start_node NAME WORKERS: starts permitd on $tmp/NAME/permit.conf with
+# its log in $tmp/NAME.log and its pid in pid[NAME] (the test declares
+# pid with declare -A); returns once this start wrote ports.json.
+start_node() {
+  rm -f "$tmp/$1/ports.json"
+  "$PERMITD" --config "$tmp/$1/permit.conf" --workers "$2" 2>>"$tmp/$1.log" &
+  pid[$1]=$!
+  wait_for '"event":"node.ready"' "$tmp/$1.log" 30 || fail "$1 did not start: $(tail -5 "$tmp/$1.log")"
+  # A restart appends to the log: wait for this start's ports.json.
+  local deadline=$((SECONDS + 30))
+  until [ -s "$tmp/$1/ports.json" ]; do
+    [ $SECONDS -lt $deadline ] || fail "$1 wrote no ports.json"
+    sleep 0.05
+  done
+}
+
 # pair_up RESELLER_DIR VENUE_DIR VENUE: pins a running reseller and venue
 # to each other, defines the venue's list "newsletter" and waits until the
 # reseller has its catalog.  Needs the test's ctl().

@@ -75,16 +75,7 @@ ok "init refuses a data directory holding keys or a database, and writes nothing
 
 # ---- two running nodes: a venue and a reseller ----
 declare -A pid
-start() { # NAME
-  "$PERMITD" --config "$tmp/$1/permit.conf" --workers 1 2>>"$tmp/$1.log" &
-  pid[$1]=$!
-  wait_for '"event":"node.ready"' "$tmp/$1.log" 30 || fail "$1 did not start: $(tail -5 "$tmp/$1.log")"
-  local deadline=$((SECONDS + 30))
-  until [ -s "$tmp/$1/ports.json" ]; do
-    [ $SECONDS -lt $deadline ] || fail "$1 wrote no ports.json"
-    sleep 0.05
-  done
-}
+start() { start_node "$1" 1; }
 V=venue.example R=shop.example
 ctl init --name $V --role audience --data "$tmp/$V" --api-addr 127.0.0.1:0 \
   --peer-addr "127.0.0.1:$(free_port)" >/dev/null

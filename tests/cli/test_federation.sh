@@ -13,18 +13,7 @@ free_port() {
 }
 
 declare -A pid
-start() { # NAME
-  rm -f "$tmp/$1/ports.json"
-  "$PERMITD" --config "$tmp/$1/permit.conf" --workers 2 2>>"$tmp/$1.log" &
-  pid[$1]=$!
-  wait_for '"event":"node.ready"' "$tmp/$1.log" 30 || fail "$1 did not start: $(tail -5 "$tmp/$1.log")"
-  # A restart appends to the log: wait for this start's ready line.
-  local deadline=$((SECONDS + 30))
-  until [ -s "$tmp/$1/ports.json" ]; do
-    [ $SECONDS -lt $deadline ] || fail "$1 wrote no ports.json"
-    sleep 0.05
-  done
-}
+start() { start_node "$1" 2; }
 stop() { stop_node "${pid[$1]}"; }
 
 nodes="tixly.example fillmore.example bluenote.example"

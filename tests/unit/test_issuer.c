@@ -508,6 +508,14 @@ static void test_checkout(world *w) {
   unary_reset(&r);
 }
 
+/* The RecordOptIn answer in |r|: NULL unless the call was OK and its
+ * message decodes (caller frees). */
+static Permit__V1__RecordOptInResponse *optin_answer(const unary_res *r) {
+  return r->status == 0 ? permit__v1__record_opt_in_response__unpack(
+                              NULL, r->resp_len, r->resp)
+                        : NULL;
+}
+
 /* Eight copies of one order at once: one record, eight equal answers. */
 static void test_concurrent_duplicates(world *w) {
   optin o = {.order = "ORD-2001", .email = "nina@example.com",
@@ -525,10 +533,7 @@ static void test_concurrent_duplicates(world *w) {
   for (int i = 0; i < 8; i++) {
     CHECK(run_until(w->base, &r[i].done, 15));
     CHECKF(r[i].status == 0, "copy %d: %d %s", i, r[i].status, r[i].msg);
-    Permit__V1__RecordOptInResponse *resp =
-        r[i].status == 0 ? permit__v1__record_opt_in_response__unpack(
-                               NULL, r[i].resp_len, r[i].resp)
-                         : NULL;
+    Permit__V1__RecordOptInResponse *resp = optin_answer(&r[i]);
     if (resp == NULL) continue;
     created += resp->status ==
                PERMIT__V1__RECORD_OPT_IN_RESPONSE__STATUS__CREATED;
@@ -575,10 +580,7 @@ static void test_concurrent_other_buyer(world *w) {
       continue;
     }
     CHECKF(r[i].status == 0, "copy %d: %d %s", i, r[i].status, r[i].msg);
-    Permit__V1__RecordOptInResponse *resp =
-        r[i].status == 0 ? permit__v1__record_opt_in_response__unpack(
-                               NULL, r[i].resp_len, r[i].resp)
-                         : NULL;
+    Permit__V1__RecordOptInResponse *resp = optin_answer(&r[i]);
     if (resp == NULL) continue;
     if (resp->status == PERMIT__V1__RECORD_OPT_IN_RESPONSE__STATUS__CREATED) {
       CHECK(winner == -1);
