@@ -516,6 +516,14 @@ int permit_node_define_list(permit_node *n, const char *list_id,
                             permit_err *err) {
   int rc = permit_list_id_validate(list_id, err);
   if (rc != 0) return rc;
+  /* The id is a path segment of the list's unsubscribe links: "." or
+   * "..", which clients fold away, or any id that does not start with a
+   * letter or digit, is not taken for a new list. */
+  if (!((list_id[0] >= 'a' && list_id[0] <= 'z') ||
+        (list_id[0] >= '0' && list_id[0] <= '9')))
+    return permit_err_set(err, PERMIT_EINVAL,
+                          "list id \"%.64s\" must start with a-z or 0-9",
+                          list_id);
   size_t tl = strlen(title), nl = strlen(notice_text);
   if (tl == 0 || tl > 200)
     return permit_err_set(err, PERMIT_EINVAL,

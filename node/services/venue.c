@@ -370,6 +370,24 @@ static void watch_message(permit_call *c, const uint8_t *msg, size_t len) {
   w->call = c;
   w->last = req->since;
   permit__v1__watch_contacts_request__free_unpacked(req, NULL);
+  /* A cursor past the feed's head (a tool's stale or restored state)
+   * would wait silently and skip every change up to it. */
+  uint64_t head = 0;
+  permit_err err = {0};
+  int hrc = permit_contacts_head(permit_node_store(v->n), &head, &err);
+  if (hrc != 0 || w->last > head) {
+    unsigned long long since = w->last;
+    free(w);
+    if (hrc != 0)
+      permit_call_finish(c, grpc_code(hrc), "reading the change feed: %s",
+                         err.msg[0] ? err.msg : permit_strerror(hrc));
+    else
+      permit_call_finish(c, PERMIT_GRPC_OUT_OF_RANGE,
+                         "since %llu is past the newest change, %llu: resume "
+                         "from a change number this node gave",
+                         since, (unsigned long long)head);
+    return;
+  }
   permit_call_list_add(v->watchers, c);
   permit_call_set_data(c, w);
   watch_produce(v, w);

@@ -1076,7 +1076,8 @@ static void test_venue_service(int port) {
   CHECK(s.status == PERMIT_GRPC_INVALID_ARGUMENT);
   /* Refused by the node's own checks (these once freed protobuf-c's static
    * empty string and brought the node down); nothing is defined. */
-  const char *bad_ids[] = {"", "Bad List!", "news letter"};
+  const char *bad_ids[] = {"", "Bad List!", "news letter", ".", "..",
+                           "-news"};
   dr.notice_text = "News of jazz nights.";
   for (size_t i = 0; i < sizeof bad_ids / sizeof *bad_ids; i++) {
     dr.list_id = (char *)bad_ids[i];
@@ -1164,6 +1165,20 @@ static void test_venue_service(int port) {
          "watch from 0: %d messages, last %llu", w.messages,
          (unsigned long long)w.last_change);
   permit_client_cancel(wc);
+
+  /* A cursor past the newest change is refused, not left waiting while
+   * the changes up to it go by; the head itself is a valid cursor. */
+  uint64_t past[] = {feed_head() + 1, UINT64_MAX};
+  for (size_t i = 0; i < 2; i++) {
+    Permit__V1__WatchContactsRequest pr =
+        PERMIT__V1__WATCH_CONTACTS_REQUEST__INIT;
+    pr.since = past[i];
+    call(c, "/permit.v1.Venue/WatchContacts", &pr.base, &s);
+    CHECKF(s.status == PERMIT_GRPC_OUT_OF_RANGE &&
+               strstr(s.msg, "past the newest change") != NULL,
+           "since %llu: %d %s", (unsigned long long)past[i], s.status,
+           s.msg);
+  }
   permit_client_free(c);
 }
 
