@@ -496,6 +496,15 @@ static void on_write(struct bufferevent *bev, void *arg) {
 /* ---------------------------------------------------------------- */
 /* calls                                                              */
 
+/* application/grpc or application/grpc+proto, parameters allowed: the
+ * only codec served.  application/grpc+json and the like get 415. */
+static int grpc_proto_type(const char *ct) {
+  if (strncmp(ct, "application/grpc", 16) != 0) return 0;
+  ct += 16;
+  if (strncmp(ct, "+proto", 6) == 0) ct += 6;
+  return *ct == '\0' || *ct == ';';
+}
+
 static int find_method(listener *l, const char *path) {
   for (size_t i = 0; i < l->nmethods; i++)
     if (strcmp(l->methods[i].path, path) == 0) return (int)i;
@@ -870,11 +879,10 @@ static void stream_route(stream *st) {
                  "gRPC calls use POST\n");
     return;
   }
-  if (strncmp(st->content_type, "application/grpc", 16) != 0 ||
-      (st->content_type[16] != '\0' && st->content_type[16] != '+' &&
-       st->content_type[16] != ';')) {
+  if (!grpc_proto_type(st->content_type)) {
     http_respond(st, 415, "text/plain; charset=utf-8",
-                 "content-type must be application/grpc\n");
+                 "content-type must be application/grpc or "
+                 "application/grpc+proto (messages are protobuf only)\n");
     return;
   }
   call->out = evbuffer_new();

@@ -51,6 +51,14 @@ for i in 1 2 3 4 5 6 7 8 9 10; do
   [ "$code" = 415 ] || fail "POST with content-type application/json: $code"
 done
 ok "curl POST of a JSON body, 10 times: HTTP 415 ($(cat "$tmp/415"))"
+# gRPC with another codec than protobuf is not served either.
+code=$(curl -sS --max-time 10 --http2-prior-knowledge -o "$tmp/415j" \
+  -w '%{http_code}' -X POST -H 'content-type: application/grpc+json' \
+  -H 'te: trailers' --data-binary @/dev/null "$base/grpc.health.v1.Health/Check") ||
+  fail "curl POST application/grpc+json failed"
+[ "$code" = 415 ] && grep -q "protobuf only" "$tmp/415j" ||
+  fail "POST with content-type application/grpc+json: $code $(cat "$tmp/415j")"
+ok "application/grpc+json: HTTP 415 ($(cat "$tmp/415j"))"
 
 printf '{"service":""}' >"$tmp/body.json"
 nghttp -v -H ':method: POST' -H 'content-type: application/json' \
