@@ -7,6 +7,7 @@
 #ifndef PERMIT_GRPC_WIRE_H
 #define PERMIT_GRPC_WIRE_H
 
+#include <protobuf-c/protobuf-c.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -56,6 +57,16 @@ size_t permit_grpc_percent_encode(const char *in, char *out, size_t cap);
 /* Decodes a grpc-message value; a malformed %XX is kept as it is. */
 size_t permit_grpc_percent_decode(const char *in, size_t len, char *out,
                                   size_t cap);
+
+/*
+ * Checks the top-level string fields of the encoded protobuf message |m|
+ * (|n| bytes) of type |desc| for a NUL byte, at which protobuf-c's decoded
+ * C string would silently end.  Returns 1 when there is none (or when the
+ * encoding is malformed, which decoding refuses anyway), else 0 with the
+ * field's name in |*field|.
+ */
+int permit_pb_strings_ok(const ProtobufCMessageDescriptor *desc,
+                         const uint8_t *m, size_t n, const char **field);
 
 /* Writes the 5-byte prefix of an uncompressed message of |len| bytes. */
 void permit_grpc_frame_header(uint8_t out[PERMIT_GRPC_FRAME_HEADER],

@@ -164,3 +164,57 @@ int permit_grpc_deframer_feed(permit_grpc_deframer *d, const uint8_t *data,
   }
   return 0;
 }
+
+/* Reads a base-128 varint at |*at|; 0 when it runs past |n| or 10 bytes. */
+static int pb_varint(const uint8_t *m, size_t n, size_t *at, uint64_t *v) {
+  uint64_t x = 0;
+  for (unsigned shift = 0; shift < 64 && *at < n; shift += 7) {
+    uint8_t b = m[(*at)++];
+    x |= (uint64_t)(b & 0x7f) << shift;
+    if (!(b & 0x80)) {
+      *v = x;
+      return 1;
+    }
+  }
+  return 0;
+}
+
+int permit_pb_strings_ok(const ProtobufCMessageDescriptor *desc,
+                         const uint8_t *m, size_t n, const char **field) {
+  size_t at = 0;
+  while (at < n) {
+    uint64_t key, v;
+    if (!pb_varint(m, n, &at, &key)) return 1;
+    switch (key & 7) {
+    case 0: /* varint */
+      if (!pb_varint(m, n, &at, &v)) return 1;
+      break;
+    case 1: /* 64-bit */
+      if (n - at < 8) return 1;
+      at += 8;
+      break;
+    case 5: /* 32-bit */
+      if (n - at < 4) return 1;
+      at += 4;
+      break;
+    case 2: { /* length-delimited */
+      if (!pb_varint(m, n, &at, &v) || v > n - at) return 1;
+      uint64_t num = key >> 3;
+      const ProtobufCFieldDescriptor *f =
+          num > 0 && num <= UINT32_MAX
+              ? protobuf_c_message_descriptor_get_field(desc, (unsigned)num)
+              : NULL;
+      if (f != NULL && f->type == PROTOBUF_C_TYPE_STRING &&
+          memchr(m + at, 0, (size_t)v) != NULL) {
+        *field = f->name;
+        return 0;
+      }
+      at += (size_t)v;
+      break;
+    }
+    default: /* groups and the rest: not proto3 */
+      return 1;
+    }
+  }
+  return 1;
+}

@@ -11,7 +11,8 @@
  * seed also makes the callback stop the feed after a few messages.  The
  * same bytes then go to the timeout parser (a parsed value must format
  * and parse again to no more than itself) and to the percent decoder and
- * encoder (encoding then decoding gives back the string).
+ * encoder (encoding then decoding gives back the string), and to the
+ * NUL check of a request's string fields.
  */
 #include <stdint.h>
 #include <string.h>
@@ -19,6 +20,7 @@
 #include "fuzz.h"
 #include "permit/error.h"
 #include "permit/grpc_wire.h"
+#include "permit/v1/service.pb-c.h"
 
 /* What one deframing saw: a running hash of every message, in order.
  * The callback stops the feed after |stop| messages (0: never). */
@@ -129,6 +131,20 @@ static void percent(const uint8_t *data, size_t len, uint8_t cap_seed) {
   free(s);
 }
 
+/* The NUL check of string fields: never reads past the input, and a
+ * refusal names a string field of the type and means a NUL is there. */
+static void strings(const uint8_t *in, size_t len) {
+  const char *field = NULL;
+  if (permit_pb_strings_ok(&permit__v1__record_opt_in_request__descriptor,
+                           in, len, &field))
+    return;
+  FUZZ_CHECK(field != NULL && memchr(in, 0, len) != NULL);
+  const ProtobufCFieldDescriptor *f =
+      protobuf_c_message_descriptor_get_field_by_name(
+          &permit__v1__record_opt_in_request__descriptor, field);
+  FUZZ_CHECK(f != NULL && f->type == PROTOBUF_C_TYPE_STRING);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
@@ -142,5 +158,6 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   deframe(stream, len, maxes[max_sel % 6], seed);
   timeout(stream, len);
   percent(stream, len, seed);
+  strings(stream, len);
   return 0;
 }

@@ -603,6 +603,29 @@ static void test_concurrent_other_buyer(world *w) {
   for (int i = 0; i < 8; i++) unary_reset(&r[i]);
 }
 
+/* A name with a NUL byte (a field sent again after the packed request:
+ * the last one counts) is refused, not cut at the NUL and recorded. */
+static void test_nul_in_name(world *w) {
+  optin o = {.order = "ORD-2003", .email = "nul@example.com",
+             .given = "Nul", .family = "Byte", .version = 2};
+  uint8_t buf[4096];
+  size_t n = pack_optin(&o, buf);
+  static const uint8_t given[] = {0x1a, 3, 'a', 0, 'b'}; /* field 3 */
+  memcpy(buf + n, given, sizeof given);
+  n += sizeof given;
+  uint64_t before = permit_log_size(permit_node_outbound(w->iss, VENUE));
+  unary_res r;
+  memset(&r, 0, sizeof r);
+  permit_client_start(w->api, "/permit.v1.Checkout/RecordOptIn", buf, n,
+                      10000, &unary_handlers, &r);
+  CHECK(run_until(w->base, &r.done, 15));
+  CHECKF(r.status == PERMIT_GRPC_INVALID_ARGUMENT &&
+             strstr(r.msg, "given_name holds a NUL byte") != NULL,
+         "NUL in given_name: %d %s", r.status, r.msg);
+  CHECK(permit_log_size(permit_node_outbound(w->iss, VENUE)) == before);
+  unary_reset(&r);
+}
+
 /* Runs the loop without waiting for about |usec| microseconds. */
 static void spin(struct event_base *base, int usec) {
   double end = now_s() + usec / 1e6;
@@ -1392,6 +1415,7 @@ int main(int argc, char **argv) {
   test_checkout(&w);
   test_concurrent_duplicates(&w);
   test_concurrent_other_buyer(&w);
+  test_nul_in_name(&w);
   test_cancelled(&w);
   test_pull(&w);
   test_follow(&w);
