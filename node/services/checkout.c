@@ -198,6 +198,11 @@ static int text_check(const char *what, const char *s, size_t max,
   return 0;
 }
 
+static int ascii_alnum(unsigned char b) {
+  return (b >= 'a' && b <= 'z') || (b >= 'A' && b <= 'Z') ||
+         (b >= '0' && b <= '9');
+}
+
 /* Normalizes and checks an address into |out| (EMAIL_MAX + 1 bytes).
  * The messages never quote it: they are logged. */
 static int email_check(const char *email, char *out, char *why, size_t cap) {
@@ -235,6 +240,31 @@ static int email_check(const char *email, char *out, char *why, size_t cap) {
     snprintf(why, cap, "email domain must be a name with a dot, like "
                        "example.com");
     return -1;
+  }
+  /* RFC 5322's dot-atom (UTF-8 allowed, RFC 6531): no quoted local parts,
+   * no specials like <>()[],;:\" that a mailing tool would misread. */
+  size_t ll = (size_t)(at - out);
+  if (out[0] == '.' || out[ll - 1] == '.' || memmem(out, ll, "..", 2)) {
+    snprintf(why, cap, "email local part (before the @) may not start or end "
+                       "with a dot or hold two in a row");
+    return -1;
+  }
+  for (size_t i = 0; i < ll; i++) {
+    unsigned char b = (unsigned char)out[i];
+    if (b < 0x80 && !ascii_alnum(b) &&
+        strchr("!#$%&'*+-/=?^_`{|}~.", b) == NULL) {
+      snprintf(why, cap, "email local part holds '%c', which an address "
+                         "may only hold in quotes", b);
+      return -1;
+    }
+  }
+  for (size_t i = 0; i < dl; i++) {
+    unsigned char b = (unsigned char)domain[i];
+    if (b < 0x80 && !ascii_alnum(b) && b != '-' && b != '.') {
+      snprintf(why, cap, "email domain may hold only letters, digits, '-' "
+                         "and '.'");
+      return -1;
+    }
   }
   return 0;
 }
