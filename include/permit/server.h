@@ -184,6 +184,15 @@ void permit_server_metrics(permit_server *s, struct evbuffer *out);
 int permit_call_send(permit_call *c, const uint8_t *msg, size_t len);
 
 /*
+ * Ends the call with INVALID_ARGUMENT, naming the field, when a string
+ * field of the request |msg| (|len| bytes, of type |desc|) holds a NUL
+ * byte (see permit_pb_strings_ok).  Returns 1 when it did, 0 otherwise.
+ */
+int permit_call_refuse_nul(permit_call *c,
+                           const ProtobufCMessageDescriptor *desc,
+                           const uint8_t *msg, size_t len);
+
+/*
  * Ends the call with |status| and a message (percent-encoded on the wire).
  * Sends queued messages first, then the trailers.  Later calls do nothing.
  */

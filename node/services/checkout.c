@@ -919,13 +919,8 @@ static void optin_message(permit_call *c, const uint8_t *msg, size_t len) {
                        permit_node_name(co->n));
     return;
   }
-  const char *field = NULL;
-  if (!permit_pb_strings_ok(&permit__v1__record_opt_in_request__descriptor,
-                            msg, len, &field)) {
-    permit_call_finish(c, PERMIT_GRPC_INVALID_ARGUMENT,
-                       "%s holds a NUL byte", field);
+  if (permit_call_refuse_nul(c, &permit__v1__record_opt_in_request__descriptor, msg, len))
     return;
-  }
   Permit__V1__RecordOptInRequest *req =
       permit__v1__record_opt_in_request__unpack(NULL, len, msg);
   if (req == NULL) {

@@ -176,13 +176,8 @@ static void define_answer(permit_call *c, void *data) {
 
 static void define_list(permit_call *c, const uint8_t *msg, size_t len) {
   permit_venue *v = permit_call_method_arg(c);
-  const char *field = NULL;
-  if (!permit_pb_strings_ok(&permit__v1__define_list_request__descriptor,
-                            msg, len, &field)) {
-    permit_call_finish(c, PERMIT_GRPC_INVALID_ARGUMENT,
-                       "%s holds a NUL byte", field);
+  if (permit_call_refuse_nul(c, &permit__v1__define_list_request__descriptor, msg, len))
     return;
-  }
   Permit__V1__DefineListRequest *req =
       permit__v1__define_list_request__unpack(NULL, len, msg);
   if (req == NULL) {

@@ -695,6 +695,16 @@ void permit_call_finish(permit_call *call, int status, const char *fmt, ...) {
 size_t permit_call_queued(const permit_call *c) {
   return evbuffer_get_length(c->out);
 }
+int permit_call_refuse_nul(permit_call *c,
+                           const ProtobufCMessageDescriptor *desc,
+                           const uint8_t *msg, size_t len) {
+  const char *field = NULL;
+  if (permit_pb_strings_ok(desc, msg, len, &field)) return 0;
+  permit_call_finish(c, PERMIT_GRPC_INVALID_ARGUMENT, "%s holds a NUL byte",
+                     field);
+  return 1;
+}
+
 int permit_call_full(const permit_call *c) {
   return evbuffer_get_length(c->out) >= c->st->c->w->srv->lim.call_high_water;
 }
