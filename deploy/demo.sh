@@ -30,10 +30,23 @@ stop_all() {
   say "stopping the nodes"
   kill -TERM "${pids[@]}" 2>/dev/null || true
   wait "${pids[@]}" 2>/dev/null || true
-  echo "stopped; the data stays in $demo (delete it to start afresh)"
+  echo "stopped; the data stays in $demo (the next run moves it to $demo.previous)"
 }
 trap stop_all INT TERM EXIT
 
+# Each run starts afresh (a second run over the first's data would replay
+# orders a buyer has since withdrawn, which the reseller rightly refuses).
+# The previous run's data is kept beside, as $demo.previous.
+if [ -e "$demo" ] && [ -n "$(ls -A "$demo" 2>/dev/null)" ]; then
+  if [ ! -f "$demo/tixly.example/permit.conf" ]; then
+    echo "$demo exists and does not hold a demo's data: set PERMIT_DEMO_DIR" \
+      "to another directory" >&2
+    exit 1
+  fi
+  rm -rf "$demo.previous"
+  mv "$demo" "$demo.previous"
+  echo "the previous run's data is now in $demo.previous"
+fi
 mkdir -p "$demo"
 nodes=(tixly.example fillmore.example bluenote.example)
 roles=(issuer audience audience)
