@@ -919,7 +919,8 @@ static void optin_message(permit_call *c, const uint8_t *msg, size_t len) {
                        permit_node_name(co->n));
     return;
   }
-  if (permit_call_refuse_nul(c, &permit__v1__record_opt_in_request__descriptor, msg, len))
+  if (permit_call_refuse_nul(
+          c, &permit__v1__record_opt_in_request__descriptor, msg, len))
     return;
   Permit__V1__RecordOptInRequest *req =
       permit__v1__record_opt_in_request__unpack(NULL, len, msg);

@@ -176,7 +176,8 @@ static void define_answer(permit_call *c, void *data) {
 
 static void define_list(permit_call *c, const uint8_t *msg, size_t len) {
   permit_venue *v = permit_call_method_arg(c);
-  if (permit_call_refuse_nul(c, &permit__v1__define_list_request__descriptor, msg, len))
+  if (permit_call_refuse_nul(c, &permit__v1__define_list_request__descriptor,
+                             msg, len))
     return;
   Permit__V1__DefineListRequest *req =
       permit__v1__define_list_request__unpack(NULL, len, msg);
@@ -293,15 +294,9 @@ static void list_message(permit_call *c, const uint8_t *msg, size_t len) {
   snprintf(ls->list_id, sizeof ls->list_id, "%s", req->list_id);
   ls->include_withdrawn = req->include_withdrawn;
   permit__v1__list_contacts_request__free_unpacked(req, NULL);
-  char key[8 + PERMIT_LIST_ID_MAX];
-  int kl = snprintf(key, sizeof key, "list/%s", ls->list_id);
-  uint8_t *val;
-  size_t vl;
-  if (permit_store_get(permit_node_store(v->n), PERMIT_CF_DEFAULT, key,
-                       (size_t)kl, &val, &vl, NULL) == 0) {
-    ls->defined = 1;
-    free(val);
-  }
+  char title[256]; /* titles are at most 200 bytes */
+  ls->defined =
+      permit_node_list_title(v->n, ls->list_id, title, sizeof title) == 0;
   permit_call_set_data(c, ls);
   list_produce(c);
 }
@@ -363,33 +358,32 @@ static void watch_message(permit_call *c, const uint8_t *msg, size_t len) {
                        "request is not a WatchContactsRequest");
     return;
   }
-  watcher *w = calloc(1, sizeof *w);
-  if (w == NULL) {
-    permit__v1__watch_contacts_request__free_unpacked(req, NULL);
-    permit_call_finish(c, PERMIT_GRPC_RESOURCE_EXHAUSTED, "out of memory");
-    return;
-  }
-  w->call = c;
-  w->last = req->since;
+  uint64_t since = req->since;
   permit__v1__watch_contacts_request__free_unpacked(req, NULL);
   /* A cursor past the feed's head (a tool's stale or restored state)
    * would wait silently and skip every change up to it. */
   uint64_t head = 0;
   permit_err err = {0};
   int hrc = permit_contacts_head(permit_node_store(v->n), &head, &err);
-  if (hrc != 0 || w->last > head) {
-    unsigned long long since = w->last;
-    free(w);
-    if (hrc != 0)
-      permit_call_finish(c, grpc_code(hrc), "reading the change feed: %s",
-                         err.msg[0] ? err.msg : permit_strerror(hrc));
-    else
-      permit_call_finish(c, PERMIT_GRPC_OUT_OF_RANGE,
-                         "since %llu is past the newest change, %llu: resume "
-                         "from a change number this node gave",
-                         since, (unsigned long long)head);
+  if (hrc != 0) {
+    permit_call_finish(c, grpc_code(hrc), "reading the change feed: %s",
+                       err.msg[0] ? err.msg : permit_strerror(hrc));
     return;
   }
+  if (since > head) {
+    permit_call_finish(c, PERMIT_GRPC_OUT_OF_RANGE,
+                       "since %llu is past the newest change, %llu: resume "
+                       "from a change number this node gave",
+                       (unsigned long long)since, (unsigned long long)head);
+    return;
+  }
+  watcher *w = calloc(1, sizeof *w);
+  if (w == NULL) {
+    permit_call_finish(c, PERMIT_GRPC_RESOURCE_EXHAUSTED, "out of memory");
+    return;
+  }
+  w->call = c;
+  w->last = since;
   permit_call_list_add(v->watchers, c);
   permit_call_set_data(c, w);
   watch_produce(v, w);
@@ -655,18 +649,13 @@ static void unsubscribe(permit_call *c, const uint8_t *msg, size_t len) {
   size_t el = strlen(req->email);
   unsub_op *op = NULL;
   char title[256]; /* titles are at most 200 bytes */
-  int lrc = 0;
   if (permit_list_id_validate(req->list_id, &err) != 0) {
     permit_call_finish(c, PERMIT_GRPC_INVALID_ARGUMENT, "%s", err.msg);
-  } else if ((lrc = permit_node_list_title(v->n, req->list_id, title,
-                                           sizeof title)) != 0) {
+  } else if (permit_node_list_title(v->n, req->list_id, title,
+                                    sizeof title) != 0) {
     /* A mistyped list must not read as "nothing to do". */
-    if (lrc == PERMIT_ENOTFOUND)
-      permit_call_finish(c, PERMIT_GRPC_NOT_FOUND, "no list \"%s\" on this node",
-                         req->list_id);
-    else
-      permit_call_finish(c, grpc_code(lrc), "cannot read list \"%s\": %s",
-                         req->list_id, permit_strerror(lrc));
+    permit_call_finish(c, PERMIT_GRPC_NOT_FOUND, "no list \"%s\" on this node",
+                       req->list_id);
   } else if (el == 0 || el > PERMIT_CONTACT_EMAIL_MAX ||
              !permit_contacts_text_ok(req->email, el, 0) ||
              strchr(req->email, '@') == NULL ||
